@@ -1,0 +1,81 @@
+"""kopf registration only: every handler delegates at once to the Reconciler."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from taskgrant import constants
+from taskgrant.kube import KubeApi
+from taskgrant.reconciler import Reconciler
+
+GRANTS = (constants.GROUP, constants.VERSION, constants.PLURAL)
+
+
+def _reconciler(memo: kopf.Memo) -> Reconciler:
+    reconciler: Reconciler = memo["reconciler"]
+    return reconciler
+
+
+@kopf.on.startup(id="configure")
+async def configure(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.persistence.finalizer = constants.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=constants.ANNOTATION_PREFIX
+    )
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=constants.ANNOTATION_PREFIX
+    )
+    settings.posting.level = logging.WARNING  # our own events only, not kopf's per-handler chatter
+    settings.batching.batch_window = 0.02  # revocation latency matters more than batching
+    if "reconciler" not in memo:  # tests may inject a ready Reconciler
+        memo["reconciler"] = Reconciler(KubeApi.from_environment(), memo["config"])
+    reconciler = _reconciler(memo)
+    await reconciler.sweep_orphans()
+    reconciler.scheduler.start()
+
+
+@kopf.on.cleanup(id="shutdown")
+async def shutdown(*, memo: kopf.Memo, **_: Any) -> None:
+    reconciler = _reconciler(memo)
+    await reconciler.scheduler.stop()
+    reconciler.api.close()
+
+
+@kopf.index(*GRANTS, id="grants_by_job")
+def grants_by_job(
+    *, namespace: str | None, name: str, spec: kopf.Spec, **_: Any
+) -> dict[tuple[str | None, str], str]:
+    return {(namespace, spec.get("job", {}).get("name", "")): name}
+
+
+@kopf.on.resume(*GRANTS, id="resume")
+@kopf.on.create(*GRANTS, id="admit")
+@kopf.on.update(*GRANTS, field="spec", id="spec-changed")
+async def grant_changed(*, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+    assert namespace is not None  # TaskGrants are namespaced
+    await _reconciler(memo).reconcile(namespace, name)
+
+
+@kopf.on.delete(*GRANTS, id="cleanup")
+async def grant_deleted(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await _reconciler(memo).finalize(body)
+
+
+@kopf.on.event("batch", "v1", "jobs", id="job-changed")
+async def job_changed(
+    *,
+    event: kopf.RawEvent,
+    namespace: str | None,
+    name: str,
+    memo: kopf.Memo,
+    grants_by_job: kopf.Index[tuple[str | None, str], str] | None = None,
+    **_: Any,
+) -> None:
+    grants = list(grants_by_job.get((namespace, name), [])) if grants_by_job is not None else []
+    if grants and namespace is not None:
+        job = None if event["type"] == "DELETED" else event["object"]
+        await asyncio.gather(*(_reconciler(memo).reconcile(namespace, grant, job) for grant in grants))

@@ -1,0 +1,130 @@
+"""The grant lifecycle as pure decisions: grant, Job and clock in, what to do out. No I/O here."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from taskgrant.models import TERMINAL_PHASES, GrantRef, Phase, Reason, TaskGrantSpec, TaskGrantStatus
+
+# Job conditions that end the task. SuccessCriteriaMet and FailureTarget (Kubernetes 1.31+) come
+# before Complete and Failed, while pods may still be terminating: revoking on them is earlier.
+JOB_OUTCOMES: Mapping[str, Reason] = {
+    "Complete": Reason.JOB_SUCCEEDED,
+    "SuccessCriteriaMet": Reason.JOB_SUCCEEDED,
+    "Failed": Reason.JOB_FAILED,
+    "FailureTarget": Reason.JOB_FAILED,
+}
+
+
+@dataclass(frozen=True)
+class Activate:
+    job_uid: str
+    expires_at: datetime.datetime
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Nothing to do now; look again at `until` (or when something changes)."""
+
+    reason: Reason
+    message: str
+    until: datetime.datetime
+
+
+@dataclass(frozen=True)
+class Revoke:
+    reason: Reason
+    message: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A terminal grant: nothing ever happens to it again."""
+
+
+Decision = Activate | Wait | Revoke | Finished
+
+
+def truncate_to_seconds(moment: datetime.datetime) -> datetime.datetime:
+    """Kubernetes timestamps carry whole seconds; computing from the stored value keeps restarts exact."""
+    return moment.replace(microsecond=0)
+
+
+def pending_expiry(
+    spec: TaskGrantSpec, created: datetime.datetime, max_duration: datetime.timedelta
+) -> datetime.datetime:
+    """A grant that never activates still ends: at its deadline, or the maximum after it could start."""
+    start = max(created, spec.not_before) if spec.not_before else created
+    return min(filter(None, [spec.deadline, start + max_duration]))
+
+
+def active_expiry(
+    spec: TaskGrantSpec, activated: datetime.datetime, max_duration: datetime.timedelta
+) -> datetime.datetime:
+    """Effective expiry: the earliest of deadline, activation + duration and activation + maximum."""
+    candidates = [spec.deadline, activated + max_duration]
+    if spec.duration is not None:
+        candidates.append(activated + spec.duration)
+    return min(filter(None, candidates))
+
+
+def job_outcome(job: Mapping[str, Any]) -> Reason | None:
+    """JobSucceeded or JobFailed once the Job's conditions say it ended, else None."""
+    for condition in job.get("status", {}).get("conditions") or []:
+        outcome = JOB_OUTCOMES.get(condition.get("type", ""))
+        if outcome is not None and condition.get("status") == "True":
+            return outcome
+    return None
+
+
+def job_is_gone(job: Mapping[str, Any] | None) -> bool:
+    return job is None or bool(job.get("metadata", {}).get("deletionTimestamp"))
+
+
+def decide(
+    grant: GrantRef,
+    spec: TaskGrantSpec,
+    status: TaskGrantStatus,
+    job: Mapping[str, Any] | None,
+    now: datetime.datetime,
+    max_duration: datetime.timedelta,
+) -> Decision:
+    """What the grant needs now, given its Job as last seen (None: no such Job)."""
+    if status.phase in TERMINAL_PHASES:
+        return Finished()
+    if status.observed_generation is not None and grant.generation != status.observed_generation:
+        return Revoke(Reason.SPEC_CHANGED, "the spec changed after admission; grants are single-use")
+    job_name = spec.job.name
+
+    if status.phase == Phase.ACTIVE:
+        expected_uid = status.job.uid if status.job else None
+        if status.expires_at is not None and now >= status.expires_at:
+            return Revoke(Reason.DEADLINE_EXCEEDED, f"expired at {status.expires_at.isoformat()}")
+        if job is None or job_is_gone(job) or job.get("metadata", {}).get("uid") != expected_uid:
+            return Revoke(Reason.JOB_DELETED, f"Job {job_name} (uid {expected_uid}) is gone")
+        outcome = job_outcome(job)
+        if outcome is not None:
+            return Revoke(
+                outcome, f"Job {job_name} {'succeeded' if outcome == Reason.JOB_SUCCEEDED else 'failed'}"
+            )
+        until = status.expires_at or active_expiry(spec, now, max_duration)
+        return Wait(Reason.JOB_RUNNING, f"Job {job_name} is running", until)
+
+    expiry = pending_expiry(spec, grant.created or now, max_duration)
+    if now >= expiry:
+        return Revoke(Reason.DEADLINE_EXCEEDED, f"expired at {expiry.isoformat()} before activation")
+    if job is None or job_is_gone(job):
+        return Wait(Reason.WAITING_FOR_JOB, f"waiting for Job {job_name}", expiry)
+    if job_outcome(job) is not None:
+        return Revoke(Reason.JOB_ALREADY_FINISHED, f"Job {job_name} had already finished; no access given")
+    if spec.not_before is not None and now < spec.not_before:
+        return Wait(
+            Reason.WAITING_FOR_NOT_BEFORE,
+            f"access starts at notBefore {spec.not_before.isoformat()}",
+            min(spec.not_before, expiry),
+        )
+    activated = truncate_to_seconds(now)
+    return Activate(job["metadata"]["uid"], active_expiry(spec, activated, max_duration))

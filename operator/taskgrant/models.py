@@ -1,0 +1,215 @@
+"""Typed views of the TaskGrant resource: pydantic models that mirror crds/taskgrants.yaml.
+
+tests/test_crd_drift.py keeps these models and the CRD schema from drifting apart.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DURATION_PATTERN = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
+# Grant names become label values, which Kubernetes caps at 63 characters.
+MAX_GRANT_NAME_LENGTH = 63
+
+
+class Phase(enum.StrEnum):
+    PENDING = "Pending"
+    ACTIVE = "Active"
+    REVOKED = "Revoked"
+    DENIED = "Denied"
+
+
+TERMINAL_PHASES = frozenset({Phase.REVOKED, Phase.DENIED})
+
+
+class Reason(enum.StrEnum):
+    # Pending
+    WAITING_FOR_JOB = "WaitingForJob"
+    WAITING_FOR_NOT_BEFORE = "WaitingForNotBefore"
+    # Active
+    JOB_RUNNING = "JobRunning"
+    # Revoked
+    JOB_SUCCEEDED = "JobSucceeded"
+    JOB_FAILED = "JobFailed"
+    JOB_DELETED = "JobDeleted"
+    JOB_ALREADY_FINISHED = "JobAlreadyFinished"
+    DEADLINE_EXCEEDED = "DeadlineExceeded"
+    SPEC_CHANGED = "SpecChanged"
+    GRANT_DELETED = "GrantDeleted"
+    # Denied
+    INVALID_SPEC = "InvalidSpec"
+    SERVICE_ACCOUNT_CONFLICT = "ServiceAccountConflict"
+    NAME_CONFLICT = "NameConflict"
+
+
+def parse_duration(value: Any) -> Any:
+    """Parse a Go-style duration ("15m", "1h30m", "90s") as the CRD's pattern allows it."""
+    if not isinstance(value, str):
+        return value
+    if not value or not re.fullmatch(DURATION_PATTERN, value):
+        raise ValueError(f"{value!r} is not a duration such as 90s, 15m or 1h30m")
+    parts = dict.fromkeys("hms", 0) | {
+        unit: int(amount) for amount, unit in re.findall(r"([0-9]+)([hms])", value)
+    }
+    return datetime.timedelta(hours=parts["h"], minutes=parts["m"], seconds=parts["s"])
+
+
+def format_duration(value: datetime.timedelta) -> str:
+    total = int(value.total_seconds())
+    hours, rest = divmod(total, 3600)
+    minutes, seconds = divmod(rest, 60)
+    text = (
+        (f"{hours}h" if hours else "")
+        + (f"{minutes}m" if minutes else "")
+        + (f"{seconds}s" if seconds else "")
+    )
+    return text or "0s"
+
+
+Duration = Annotated[
+    datetime.timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+]
+ShortText = Annotated[str, Field(max_length=253)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+class JobReference(Model):
+    """The Job, in the grant's namespace, whose run bounds the access."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=DNS1123_SUBDOMAIN)
+
+
+class PolicyRule(Model):
+    """One RBAC PolicyRule, namespaced resources only."""
+
+    api_groups: list[Annotated[str, Field(max_length=253)]] = Field(min_length=1, max_length=16)
+    resources: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(min_length=1, max_length=32)
+    resource_names: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
+        default_factory=list, max_length=64
+    )
+    verbs: list[Annotated[str, Field(min_length=1, max_length=63)]] = Field(min_length=1, max_length=16)
+
+
+class AccessEntry(Model):
+    """Rules for one namespace; the operator makes one Role and one RoleBinding of it."""
+
+    namespace: str | None = Field(default=None, min_length=1, max_length=63, pattern=DNS1123_LABEL)
+    rules: list[PolicyRule] = Field(min_length=1, max_length=32)
+
+
+class TaskGrantSpec(Model):
+    job: JobReference
+    service_account_name: str | None = Field(
+        default=None, min_length=1, max_length=253, pattern=DNS1123_SUBDOMAIN
+    )
+    access: list[AccessEntry] = Field(min_length=1, max_length=16)
+    not_before: AwareDatetime | None = None
+    deadline: AwareDatetime | None = None
+    duration: Duration | None = None
+    reason: str | None = Field(default=None, max_length=1024)
+
+    @model_validator(mode="after")
+    def _check_times(self) -> TaskGrantSpec:
+        if self.duration is not None and self.duration <= datetime.timedelta(0):
+            raise ValueError("duration must be longer than 0s")
+        if self.deadline and self.not_before and self.deadline <= self.not_before:
+            raise ValueError("deadline must be later than notBefore")
+        return self
+
+
+class NamespacedName(Model):
+    namespace: str
+    name: str
+
+
+class JobStatus(Model):
+    name: str
+    uid: str | None = None
+
+
+class Condition(Model):
+    type: str
+    status: str
+    reason: str
+    message: str = ""
+    last_transition_time: str
+    observed_generation: int | None = None
+
+
+class TaskGrantStatus(Model):
+    model_config = ConfigDict(extra="ignore")
+
+    phase: Phase | None = None
+    reason: str | None = None
+    message: str | None = None
+    service_account_name: str | None = None
+    roles: list[NamespacedName] = Field(default_factory=list)
+    job: JobStatus | None = None
+    activated_at: AwareDatetime | None = None
+    expires_at: AwareDatetime | None = None
+    revoked_at: AwareDatetime | None = None
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+class GrantRef(Model):
+    """Identity of one grant object, taken from its metadata."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int | None = None
+    created: AwareDatetime | None = None
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> GrantRef:
+        meta = body.get("metadata", {})
+        return cls(
+            namespace=meta["namespace"],
+            name=meta["name"],
+            uid=meta["uid"],
+            generation=meta.get("generation"),
+            created=meta.get("creationTimestamp"),
+        )
+
+
+def describe_validation_error(error: ValidationError, prefix: str = "spec") -> str:
+    """One line per problem, each naming the field as a user wrote it (spec.access[0].rules)."""
+    lines = []
+    for problem in error.errors(include_url=False):
+        path = prefix
+        for part in problem["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else f".{part}"
+        lines.append(f"{path}: {problem['msg']}")
+    return "; ".join(lines)
+
+
+def parse_spec(spec: Mapping[str, Any]) -> TaskGrantSpec:
+    return TaskGrantSpec.model_validate(dict(spec))
+
+
+def parse_status(status: Mapping[str, Any] | None) -> TaskGrantStatus:
+    return TaskGrantStatus.model_validate(dict(status or {}))

@@ -1,0 +1,369 @@
+"""Orchestration: carry out lifecycle decisions against the API.
+
+Every path that can change a grant (kopf's grant and Job events, the scheduler's wake-ups, the
+finalizer, the start-up sweep) comes here. Each reconcile re-reads the grant under a per-grant lock,
+so stale event bodies never drive a decision, and every step is idempotent, so a retry or a restart
+in the middle of a step repeats it harmlessly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from collections import defaultdict
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import kopf
+from pydantic import ValidationError
+
+from taskgrant import builders, constants, lifecycle
+from taskgrant.kube import JOBS, ROLE_BINDINGS, ROLES, SERVICE_ACCOUNTS, TASKGRANTS, KubeApi, Resource
+from taskgrant.models import (
+    TERMINAL_PHASES,
+    GrantRef,
+    Phase,
+    Reason,
+    TaskGrantSpec,
+    TaskGrantStatus,
+    describe_validation_error,
+    parse_spec,
+    parse_status,
+)
+from taskgrant.scheduler import Clock, Scheduler, utcnow
+from taskgrant.status import status_patch, timestamp, unchanged
+
+logger = logging.getLogger(__name__)
+
+GrantKey = tuple[str, str]
+# Revocation order: nothing may stay bound to a Role or ServiceAccount being removed.
+REVOCATION_ORDER: tuple[Resource, ...] = (ROLE_BINDINGS, ROLES, SERVICE_ACCOUNTS)
+
+
+class NotYetGone(Exception):
+    """Some object of the grant still exists (a foreign finalizer holds it); try again later."""
+
+
+class _Unset:
+    pass
+
+
+UNSET = _Unset()
+
+
+@dataclass(frozen=True)
+class Config:
+    max_duration: datetime.timedelta = datetime.timedelta(seconds=constants.DEFAULT_MAX_DURATION_SECONDS)
+    namespaces: tuple[str, ...] = ()  # empty: every namespace
+
+
+def post_event(body: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
+    """An Event on the grant (kopf posts it in the background). Messages never carry credentials."""
+    kopf.event(kopf.Body(cast(kopf.RawBody, dict(body))), type=event_type, reason=reason, message=message)
+
+
+def _owned_by(obj: Mapping[str, Any], grant: GrantRef) -> bool:
+    labels = obj.get("metadata", {}).get("labels") or {}
+    return bool(labels.get(constants.LABEL_GRANT_UID) == grant.uid)
+
+
+class Reconciler:
+    def __init__(self, api: KubeApi, config: Config, clock: Clock = utcnow) -> None:
+        self.api = api
+        self.config = config
+        self.clock = clock
+        self.scheduler = Scheduler(self._wake, clock)
+        self._locks: defaultdict[GrantKey, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def _wake(self, key: Hashable) -> None:
+        assert isinstance(key, tuple)  # the scheduler only ever holds GrantKeys
+        namespace, name = key
+        await self.reconcile(namespace, name)
+
+    async def reconcile(
+        self, namespace: str, name: str, job: Mapping[str, Any] | _Unset | None = UNSET
+    ) -> None:
+        """Bring one grant up to date; never raises: failures are retried by the scheduler."""
+        key = (namespace, name)
+        try:
+            async with self._locks[key]:
+                await self._reconcile(namespace, name, job)
+            self.scheduler.succeeded(key)
+        except Exception as error:
+            delay = self.scheduler.retry(key)
+            logger.warning(
+                "reconciling grant %s/%s failed (%s); retrying in %.1fs", namespace, name, error, delay
+            )
+        finally:
+            lock = self._locks.get(key)
+            if lock is not None and not lock.locked():
+                del self._locks[key]
+
+    async def _reconcile(self, namespace: str, name: str, job: Mapping[str, Any] | _Unset | None) -> None:
+        body = await self.api.get(TASKGRANTS, namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            self.scheduler.cancel((namespace, name))
+            return  # gone or going: the finalizer handler cleans up
+        grant = GrantRef.from_body(body)
+        status = parse_status(body.get("status"))
+        if status.phase in TERMINAL_PHASES:
+            self.scheduler.cancel((namespace, name))
+            return
+        try:
+            spec = parse_spec(body.get("spec") or {})
+        except ValidationError as error:
+            await self._end(
+                body, grant, None, status, Phase.DENIED, Reason.INVALID_SPEC, describe_validation_error(error)
+            )
+            return
+        if status.phase is None and not await self._admit(body, grant, spec, status):
+            return
+        if isinstance(job, _Unset):
+            job = await self.api.get(JOBS, namespace, spec.job.name)
+        now = self.clock()
+        decision = lifecycle.decide(grant, spec, status, job, now, self.config.max_duration)
+        match decision:
+            case lifecycle.Revoke(reason=reason, message=message):
+                await self._end(body, grant, spec, status, Phase.REVOKED, reason, message)
+            case lifecycle.Wait(reason=reason, message=message, until=until):
+                if status.phase in (None, Phase.PENDING):
+                    expiry = lifecycle.pending_expiry(spec, grant.created or now, self.config.max_duration)
+                    await self._write_status(
+                        body,
+                        status,
+                        status_patch(
+                            status,
+                            Phase.PENDING,
+                            reason,
+                            message,
+                            grant.generation,
+                            now,
+                            serviceAccountName=builders.service_account_name(grant, spec),
+                            expiresAt=timestamp(expiry),
+                        ),
+                    )
+                self.scheduler.schedule((namespace, name), until)
+            case lifecycle.Activate(job_uid=job_uid, expires_at=expires_at):
+                await self._activate(body, grant, spec, status, job_uid, expires_at, now)
+            case lifecycle.Finished():
+                self.scheduler.cancel((namespace, name))
+
+    async def _admit(
+        self, body: Mapping[str, Any], grant: GrantRef, spec: TaskGrantSpec, status: TaskGrantStatus
+    ) -> bool:
+        """Create the grant's ServiceAccount; False if the grant was denied instead."""
+        account, _ = await self.api.create(SERVICE_ACCOUNTS, builders.build_service_account(grant, spec))
+        if _owned_by(account, grant):
+            return True
+        name = builders.service_account_name(grant, spec)
+        await self._end(
+            body,
+            grant,
+            spec,
+            status,
+            Phase.DENIED,
+            Reason.SERVICE_ACCOUNT_CONFLICT,
+            f"ServiceAccount {grant.namespace}/{name} already exists and was not created for "
+            "this grant; it is left untouched",
+        )
+        return False
+
+    async def _activate(
+        self,
+        body: Mapping[str, Any],
+        grant: GrantRef,
+        spec: TaskGrantSpec,
+        status: TaskGrantStatus,
+        job_uid: str,
+        expires_at: datetime.datetime,
+        now: datetime.datetime,
+    ) -> None:
+        account = await self.api.get(
+            SERVICE_ACCOUNTS, grant.namespace, builders.service_account_name(grant, spec)
+        )
+        if account is None or not _owned_by(account, grant):
+            # Someone removed or replaced our ServiceAccount: binding its name would hand them access.
+            await self._end(
+                body,
+                grant,
+                spec,
+                status,
+                Phase.DENIED,
+                Reason.SERVICE_ACCOUNT_CONFLICT,
+                "the grant's ServiceAccount was deleted or replaced before activation",
+            )
+            return
+        for resource, objects in (
+            (ROLES, builders.build_roles(grant, spec)),
+            (ROLE_BINDINGS, builders.build_role_bindings(grant, spec)),
+        ):
+            created = await asyncio.gather(*(self.api.create(resource, obj) for obj in objects))
+            for (existing, _), obj in zip(created, objects, strict=True):
+                if not _owned_by(existing, grant):
+                    meta = obj["metadata"]
+                    await self._end(
+                        body,
+                        grant,
+                        spec,
+                        status,
+                        Phase.DENIED,
+                        Reason.NAME_CONFLICT,
+                        f"{obj['kind']} {meta['namespace']}/{meta['name']} exists and was not "
+                        "created for this grant; it is left untouched",
+                    )
+                    return
+        targets = builders.role_targets(grant, spec)
+        activated = lifecycle.truncate_to_seconds(now)
+        message = f"access active for Job {spec.job.name} until {timestamp(expires_at)}"
+        await self._write_status(
+            body,
+            status,
+            status_patch(
+                status,
+                Phase.ACTIVE,
+                Reason.JOB_RUNNING,
+                message,
+                grant.generation,
+                now,
+                serviceAccountName=builders.service_account_name(grant, spec),
+                roles=[{"namespace": target.namespace, "name": target.name} for target in targets],
+                job={"name": spec.job.name, "uid": job_uid},
+                activatedAt=timestamp(activated),
+                expiresAt=timestamp(expires_at),
+            ),
+        )
+        self.scheduler.schedule((grant.namespace, grant.name), expires_at)
+        post_event(body, "Normal", "Activated", self._with_reason(message, spec))
+        logger.info(
+            "grant %s/%s activated: %s", grant.namespace, grant.name, self._with_reason(message, spec)
+        )
+
+    async def _end(
+        self,
+        body: Mapping[str, Any],
+        grant: GrantRef,
+        spec: TaskGrantSpec | None,
+        status: TaskGrantStatus,
+        phase: Phase,
+        reason: Reason,
+        message: str,
+    ) -> None:
+        """Remove everything the grant created, and only then record the final phase."""
+        await self.remove_objects(grant, self._namespaces_of(grant, spec, status))
+        now = self.clock()
+        await self._write_status(
+            body,
+            status,
+            status_patch(
+                status,
+                phase,
+                reason,
+                message,
+                grant.generation,
+                now,
+                revokedAt=timestamp(now),
+            ),
+        )
+        self.scheduler.cancel((grant.namespace, grant.name))
+        post_event(
+            body,
+            "Warning" if phase == Phase.DENIED else "Normal",
+            phase.value,
+            f"{reason.value}: {self._with_reason(message, spec)}",
+        )
+        logger.info(
+            "grant %s/%s %s (%s): %s", grant.namespace, grant.name, phase.value.lower(), reason.value, message
+        )
+
+    async def remove_objects(self, grant: GrantRef, namespaces: Iterable[str]) -> None:
+        """Delete the grant's RoleBindings, then Roles, then ServiceAccount; raise until all are gone.
+
+        Objects are found by the grant-uid label, so an object that merely shares a name is never
+        touched, and objects created just before a crash are found without any status record.
+        """
+        labels = {constants.LABEL_GRANT_UID: grant.uid}
+        unique = sorted(set(namespaces))
+        for resource in REVOCATION_ORDER:
+            scope = [grant.namespace] if resource is SERVICE_ACCOUNTS else unique
+            gone = await asyncio.gather(*(self.api.delete_labelled(resource, ns, labels) for ns in scope))
+            if not all(gone):
+                raise NotYetGone(f"some {resource.plural} of grant {grant.namespace}/{grant.name} remain")
+
+    def _namespaces_of(
+        self, grant: GrantRef, spec: TaskGrantSpec | None, status: TaskGrantStatus
+    ) -> set[str]:
+        namespaces = {grant.namespace} | {role.namespace for role in status.roles}
+        if spec is not None:
+            namespaces |= {target.namespace for target in builders.role_targets(grant, spec)}
+        return namespaces
+
+    async def _write_status(
+        self, body: Mapping[str, Any], status: TaskGrantStatus, patch: dict[str, Any]
+    ) -> None:
+        if status.phase is not None and unchanged(status, patch):
+            return
+        meta = body["metadata"]
+        await self.api.patch(TASKGRANTS, meta["namespace"], meta["name"], patch, subresource="status")
+
+    @staticmethod
+    def _with_reason(message: str, spec: TaskGrantSpec | None) -> str:
+        return f"{message} (reason: {spec.reason})" if spec is not None and spec.reason else message
+
+    async def finalize(self, body: Mapping[str, Any]) -> None:
+        """The grant is being deleted: remove everything before kopf releases the finalizer."""
+        grant = GrantRef.from_body(body)
+        key = (grant.namespace, grant.name)
+        async with self._locks[key]:
+            status = parse_status(body.get("status"))
+            try:
+                spec: TaskGrantSpec | None = parse_spec(body.get("spec") or {})
+            except ValidationError:
+                spec = None
+            try:
+                await self.remove_objects(grant, self._namespaces_of(grant, spec, status))
+            except NotYetGone as error:
+                raise kopf.TemporaryError(str(error), delay=2) from error
+            self.scheduler.cancel(key)
+        if status.phase not in TERMINAL_PHASES:
+            post_event(
+                body,
+                "Normal",
+                Phase.REVOKED.value,
+                f"{Reason.GRANT_DELETED.value}: the grant was deleted; its access is removed",
+            )
+        logger.info("grant %s/%s deleted; its objects are removed", grant.namespace, grant.name)
+
+    async def sweep_orphans(self) -> int:
+        """Delete labelled objects whose grant is gone, was recreated or has ended; count those grants."""
+        managed = {constants.LABEL_MANAGED_BY: constants.MANAGER}
+        found: dict[GrantRef, set[str]] = {}
+        for resource in REVOCATION_ORDER:
+            for obj in await self.api.list(resource, labels=managed):
+                meta = obj["metadata"]
+                labels = meta.get("labels") or {}
+                grant = GrantRef(
+                    namespace=labels.get(constants.LABEL_GRANT_NAMESPACE, ""),
+                    name=labels.get(constants.LABEL_GRANT_NAME, ""),
+                    uid=labels.get(constants.LABEL_GRANT_UID, ""),
+                )
+                if self.config.namespaces and grant.namespace not in self.config.namespaces:
+                    continue  # another operator instance owns grants there
+                found.setdefault(grant, set()).add(meta["namespace"])
+        live = {}
+        for body in await self.api.list(TASKGRANTS):
+            status = parse_status(body.get("status"))
+            if status.phase not in TERMINAL_PHASES:
+                live[body["metadata"].get("uid")] = body
+        orphans = {grant: namespaces for grant, namespaces in found.items() if grant.uid not in live}
+        for grant, namespaces in orphans.items():
+            logger.info(
+                "removing orphaned objects of grant %s/%s (uid %s) in %s",
+                grant.namespace,
+                grant.name,
+                grant.uid,
+                ", ".join(sorted(namespaces)),
+            )
+            await self.remove_objects(grant, namespaces)
+        return len(orphans)
