@@ -9,7 +9,7 @@ import datetime
 import enum
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -26,6 +27,7 @@ from pydantic.alias_generators import to_camel
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DURATION_PATTERN = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
+MAX_DURATION_LENGTH = 32
 # Grant names become label values, which Kubernetes caps at 63 characters.
 MAX_GRANT_NAME_LENGTH = 63
 
@@ -64,7 +66,7 @@ def parse_duration(value: Any) -> Any:
     """Parse a Go-style duration ("15m", "1h30m", "90s") as the CRD's pattern allows it."""
     if not isinstance(value, str):
         return value
-    if not value or not re.fullmatch(DURATION_PATTERN, value):
+    if not value or len(value) > MAX_DURATION_LENGTH or not re.fullmatch(DURATION_PATTERN, value):
         raise ValueError(f"{value!r} is not a duration such as 90s, 15m or 1h30m")
     parts = dict.fromkeys("hms", 0) | {
         unit: int(amount) for amount, unit in re.findall(r"([0-9]+)([hms])", value)
@@ -88,8 +90,10 @@ Duration = Annotated[
     datetime.timedelta,
     BeforeValidator(parse_duration),
     PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema(
+        {"type": "string", "pattern": DURATION_PATTERN, "minLength": 2, "maxLength": MAX_DURATION_LENGTH}
+    ),
 ]
-ShortText = Annotated[str, Field(max_length=253)]
 
 
 class Model(BaseModel):
@@ -152,10 +156,10 @@ class JobStatus(Model):
 
 class Condition(Model):
     type: str
-    status: str
+    status: Literal["True", "False", "Unknown"]
     reason: str
     message: str = ""
-    last_transition_time: str
+    last_transition_time: AwareDatetime
     observed_generation: int | None = None
 
 

@@ -48,7 +48,7 @@ def conditions(
             "reason": reason,
             "message": message,
             "lastTransitionTime": (
-                old.last_transition_time if old is not None and old.status == status else timestamp(now)
+                timestamp(old.last_transition_time if old is not None and old.status == status else now)
             ),
         }
         if generation is not None:

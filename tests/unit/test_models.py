@@ -1,0 +1,74 @@
+import datetime
+
+import pytest
+from pydantic import ValidationError
+
+from taskgrant.models import describe_validation_error, format_duration, parse_duration, parse_spec
+
+from .conftest import make_spec
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90s", 90), ("15m", 900), ("1h", 3600), ("1h30m", 5400), ("2h0m5s", 7205)],
+)
+def test_durations_parse(text: str, seconds: int) -> None:
+    assert parse_duration(text) == datetime.timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["", "15", "m", "1.5h", "1d", "-5m", "5m1h"])
+def test_bad_durations_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="is not a duration"):
+        parse_duration(text)
+
+
+def test_durations_round_trip() -> None:
+    assert format_duration(datetime.timedelta(seconds=5405)) == "1h30m5s"
+    assert make_spec(duration="15m").model_dump(by_alias=True)["duration"] == "15m"
+
+
+def _error(**overrides: object) -> str:
+    with pytest.raises(ValidationError) as caught:
+        make_spec(**overrides)
+    return describe_validation_error(caught.value)
+
+
+def test_errors_name_the_field() -> None:
+    message = _error(access=[{"rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": []}]}])
+    assert message.startswith("spec.access[0].rules[0].verbs: ")
+    assert "at least 1 item" in message
+
+
+def test_unknown_fields_are_refused() -> None:
+    assert "spec.access[0].rules[0].nonResourceURLs: Extra inputs are not permitted" in _error(
+        access=[{"rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"],
+                            "nonResourceURLs": ["/x"]}]}]
+    )
+
+
+def test_missing_job_is_named() -> None:
+    with pytest.raises(ValidationError) as caught:
+        parse_spec({"access": [{"rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]}]})
+    assert describe_validation_error(caught.value) == "spec.job: Field required"
+
+
+def test_empty_access_is_refused() -> None:
+    assert "spec.access: List should have at least 1 item" in _error(access=[])
+
+
+def test_times_must_be_ordered_and_positive() -> None:
+    assert "deadline must be later than notBefore" in _error(
+        notBefore="2026-12-01T03:00:00Z", deadline="2026-12-01T02:00:00Z"
+    )
+    assert "duration must be longer than 0s" in _error(duration="0s")
+
+
+def test_naive_times_are_refused() -> None:
+    assert "spec.deadline: " in _error(deadline="2026-12-01T03:00:00")
+
+
+def test_names_must_be_dns_names() -> None:
+    assert "spec.job.name: " in _error(job={"name": "Release_42"})
+    assert "spec.access[0].namespace: " in _error(
+        access=[{"namespace": "Bad NS", "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]}]
+    )
