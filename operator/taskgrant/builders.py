@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,3 +114,34 @@ def build_role_bindings(grant: GrantRef, spec: TaskGrantSpec) -> list[dict[str, 
         }
         for target in role_targets(grant, spec)
     ]
+
+
+def build_event(
+    involved: Mapping[str, Any], event_type: str, reason: str, message: str, now: datetime.datetime
+) -> dict[str, Any]:
+    """A core/v1 Event on the grant, named as kubectl and client-go name theirs (object.hex-time)."""
+    meta = involved["metadata"]
+    moment = now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "name": f"{meta['name']}.{int(now.timestamp() * 1e9):x}",
+            "namespace": meta["namespace"],
+        },
+        "involvedObject": {
+            "apiVersion": involved.get("apiVersion", constants.API_VERSION),
+            "kind": involved.get("kind", constants.KIND),
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid"),
+        },
+        "type": event_type,
+        "reason": reason,
+        "message": message[:1024],
+        "source": {"component": constants.MANAGER},
+        "reportingComponent": f"{constants.GROUP}/operator",
+        "firstTimestamp": moment,
+        "lastTimestamp": moment,
+        "count": 1,
+    }

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import os
 import sys
 from collections.abc import Sequence
 
 import kopf
 
 from taskgrant import constants
+from taskgrant.kube import KubeApi
 from taskgrant.models import parse_duration
 from taskgrant.reconciler import Config
 
@@ -72,21 +72,19 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.kubeconfig:
-        # kopf's login and our API client both read the same kubeconfig.
-        os.environ["KUBECONFIG"] = args.kubeconfig
     log_format = {"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL, "json": kopf.LogFormat.JSON}
     kopf.configure(verbose=args.verbose, log_format=log_format[args.log_format])
     import taskgrant.handlers  # noqa: F401  # registers the handlers with kopf
 
     config = Config(max_duration=args.max_duration, namespaces=tuple(args.namespace))
+    api = KubeApi.from_environment(args.kubeconfig)  # kopf logs in with the same credentials
     asyncio.run(
         kopf.operator(
             clusterwide=not args.namespace,
             namespaces=args.namespace,
             standalone=True,  # one replica, no peering: the chart runs it with strategy Recreate
             liveness_endpoint=args.liveness,
-            memo=kopf.Memo(config=config),
+            memo=kopf.Memo(config=config, api=api),
         )
     )
 

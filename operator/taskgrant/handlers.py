@@ -31,11 +31,15 @@ async def configure(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
     )
     settings.posting.level = logging.WARNING  # our own events only, not kopf's per-handler chatter
     settings.batching.batch_window = 0.02  # revocation latency matters more than batching
-    if "reconciler" not in memo:  # tests may inject a ready Reconciler
-        memo["reconciler"] = Reconciler(KubeApi.from_environment(), memo["config"])
-    reconciler = _reconciler(memo)
+    reconciler = memo["reconciler"] = Reconciler(memo["api"], memo["config"])
     await reconciler.sweep_orphans()
     reconciler.scheduler.start()
+
+
+@kopf.on.login(id="login")
+def login(*, memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+    api: KubeApi = memo["api"]
+    return api.connection_info()
 
 
 @kopf.on.cleanup(id="shutdown")

@@ -12,6 +12,7 @@ import asyncio
 import functools
 import json
 import logging
+import os
 import random
 import urllib.parse
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import kopf
 import kubernetes
 
 from taskgrant import constants
@@ -62,6 +64,7 @@ SERVICE_ACCOUNTS = Resource("", "v1", "serviceaccounts")
 ROLES = Resource("rbac.authorization.k8s.io", "v1", "roles")
 ROLE_BINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings")
 JOBS = Resource("batch", "v1", "jobs")
+EVENTS = Resource("", "v1", "events")
 TASKGRANTS = Resource(constants.GROUP, constants.VERSION, constants.PLURAL)
 
 
@@ -96,12 +99,31 @@ class KubeApi:
     def from_environment(cls, kubeconfig: str | None = None) -> KubeApi:
         """In-cluster credentials when running in a Pod, else the kubeconfig (KUBECONFIG, ~/.kube)."""
         configuration = kubernetes.client.Configuration()
+        # The kubernetes package reads KUBECONFIG once at import; read it now, as kubectl does.
+        kubeconfig = kubeconfig or os.environ.get("KUBECONFIG")
         try:
+            if kubeconfig:
+                raise kubernetes.config.ConfigException("an explicit kubeconfig wins")
             kubernetes.config.load_incluster_config(client_configuration=configuration)
         except kubernetes.config.ConfigException:
             kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
         configuration.connection_pool_maxsize = 32
         return cls(kubernetes.client.ApiClient(configuration))
+
+    def connection_info(self) -> kopf.ConnectionInfo:
+        """The same credentials for kopf's watches, so both clients always agree on the cluster."""
+        config = self._client.configuration
+        header = config.get_api_key_with_prefix("authorization") or ""  # refreshes in-cluster tokens
+        scheme, _, token = header.partition(" ")
+        return kopf.ConnectionInfo(
+            server=config.host,
+            ca_path=config.ssl_ca_cert,
+            insecure=not config.verify_ssl,
+            certificate_path=config.cert_file,
+            private_key_path=config.key_file,
+            scheme=scheme or None,
+            token=token or None,
+        )
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

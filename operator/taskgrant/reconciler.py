@@ -14,13 +14,13 @@ import logging
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import kopf
 from pydantic import ValidationError
 
 from taskgrant import builders, constants, lifecycle
-from taskgrant.kube import JOBS, ROLE_BINDINGS, ROLES, SERVICE_ACCOUNTS, TASKGRANTS, KubeApi, Resource
+from taskgrant.kube import EVENTS, JOBS, ROLE_BINDINGS, ROLES, SERVICE_ACCOUNTS, TASKGRANTS, KubeApi, Resource
 from taskgrant.models import (
     TERMINAL_PHASES,
     GrantRef,
@@ -57,11 +57,6 @@ UNSET = _Unset()
 class Config:
     max_duration: datetime.timedelta = datetime.timedelta(seconds=constants.DEFAULT_MAX_DURATION_SECONDS)
     namespaces: tuple[str, ...] = ()  # empty: every namespace
-
-
-def post_event(body: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
-    """An Event on the grant (kopf posts it in the background). Messages never carry credentials."""
-    kopf.event(kopf.Body(cast(kopf.RawBody, dict(body))), type=event_type, reason=reason, message=message)
 
 
 def _owned_by(obj: Mapping[str, Any], grant: GrantRef) -> bool:
@@ -235,7 +230,7 @@ class Reconciler:
             ),
         )
         self.scheduler.schedule((grant.namespace, grant.name), expires_at)
-        post_event(body, "Normal", "Activated", self._with_reason(message, spec))
+        await self.post_event(body, "Normal", "Activated", self._with_reason(message, spec))
         logger.info(
             "grant %s/%s activated: %s", grant.namespace, grant.name, self._with_reason(message, spec)
         )
@@ -267,7 +262,7 @@ class Reconciler:
             ),
         )
         self.scheduler.cancel((grant.namespace, grant.name))
-        post_event(
+        await self.post_event(
             body,
             "Warning" if phase == Phase.DENIED else "Normal",
             phase.value,
@@ -307,6 +302,15 @@ class Reconciler:
         meta = body["metadata"]
         await self.api.patch(TASKGRANTS, meta["namespace"], meta["name"], patch, subresource="status")
 
+    async def post_event(self, body: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
+        """An Event on the grant. Best effort: a lost event must never block or undo a revocation."""
+        try:
+            await self.api.create(
+                EVENTS, builders.build_event(body, event_type, reason, message, self.clock())
+            )
+        except Exception as error:
+            logger.warning("could not post event %s on %s: %s", reason, body["metadata"]["name"], error)
+
     @staticmethod
     def _with_reason(message: str, spec: TaskGrantSpec | None) -> str:
         return f"{message} (reason: {spec.reason})" if spec is not None and spec.reason else message
@@ -327,7 +331,7 @@ class Reconciler:
                 raise kopf.TemporaryError(str(error), delay=2) from error
             self.scheduler.cancel(key)
         if status.phase not in TERMINAL_PHASES:
-            post_event(
+            await self.post_event(
                 body,
                 "Normal",
                 Phase.REVOKED.value,

@@ -18,7 +18,12 @@ def make_spec(**overrides: object) -> TaskGrantSpec:
         "access": [
             {
                 "rules": [
-                    {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["signing-key"], "verbs": ["get"]}
+                    {
+                        "apiGroups": [""],
+                        "resources": ["secrets"],
+                        "resourceNames": ["signing-key"],
+                        "verbs": ["get"],
+                    }
                 ]
             }
         ],

@@ -9,8 +9,13 @@ LABELS = {
     "taskgrant.dev/grant-namespace": "ci",
     "taskgrant.dev/grant-uid": "1111-2222",
 }
-OWNER = {"apiVersion": "taskgrant.dev/v1alpha1", "kind": "TaskGrant", "name": "release-42", "uid": "1111-2222",
-         "controller": True}
+OWNER = {
+    "apiVersion": "taskgrant.dev/v1alpha1",
+    "kind": "TaskGrant",
+    "name": "release-42",
+    "uid": "1111-2222",
+    "controller": True,
+}
 
 
 def test_service_account_is_exact(grant: GrantRef) -> None:
@@ -47,7 +52,9 @@ def test_role_has_exactly_the_requested_rules(grant: GrantRef) -> None:
 
 
 def test_rules_without_resource_names_carry_none(grant: GrantRef) -> None:
-    spec = make_spec(access=[{"rules": [{"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]}]}])
+    spec = make_spec(
+        access=[{"rules": [{"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]}]}]
+    )
     assert builders.build_roles(grant, spec)[0]["rules"] == [
         {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]}
     ]
@@ -57,8 +64,11 @@ def test_binding_binds_the_role_to_the_grant_service_account_only(grant: GrantRe
     spec = make_spec()
     [role] = builders.build_roles(grant, spec)
     [binding] = builders.build_role_bindings(grant, spec)
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                                  "name": role["metadata"]["name"]}
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "release-42", "namespace": "ci"}]
     assert binding["metadata"]["name"] == role["metadata"]["name"]
 
@@ -74,7 +84,9 @@ def test_cross_namespace_objects_have_no_owner_reference(grant: GrantRef) -> Non
 
 def test_names_are_unique_across_grants_entries_and_recreations() -> None:
     rule = {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}
-    spec = make_spec(access=[{"namespace": "shared", "rules": [rule]}, {"namespace": "shared", "rules": [rule]}])
+    spec = make_spec(
+        access=[{"namespace": "shared", "rules": [rule]}, {"namespace": "shared", "rules": [rule]}]
+    )
     grants = [
         GrantRef(namespace="a", name="job", uid="u1"),
         GrantRef(namespace="b", name="job", uid="u2"),
@@ -97,7 +109,10 @@ def test_names_are_stable_for_one_grant(grant: GrantRef) -> None:
 
 def test_every_object_is_labelled_for_its_grant(grant: GrantRef) -> None:
     spec = make_spec()
-    objects = [builders.build_service_account(grant, spec), *builders.build_roles(grant, spec),
-               *builders.build_role_bindings(grant, spec)]
+    objects = [
+        builders.build_service_account(grant, spec),
+        *builders.build_roles(grant, spec),
+        *builders.build_role_bindings(grant, spec),
+    ]
     for obj in objects:
         assert obj["metadata"]["labels"][constants.LABEL_GRANT_UID] == grant.uid

@@ -17,12 +17,22 @@ def job(uid: str = "job-uid", *conditions: str, deleting: bool = False) -> dict[
     meta: dict[str, Any] = {"name": "release-42", "uid": uid}
     if deleting:
         meta["deletionTimestamp"] = "2026-12-01T02:05:00Z"
-    return {"metadata": meta, "status": {"conditions": [{"type": kind, "status": "True"} for kind in conditions]}}
+    return {
+        "metadata": meta,
+        "status": {"conditions": [{"type": kind, "status": "True"} for kind in conditions]},
+    }
 
 
 def active(expires: str = "2026-12-01T02:31:00Z", uid: str = "job-uid") -> TaskGrantStatus:
-    return parse_status({"phase": "Active", "observedGeneration": 1, "job": {"name": "release-42", "uid": uid},
-                         "activatedAt": "2026-12-01T02:01:00Z", "expiresAt": expires})
+    return parse_status(
+        {
+            "phase": "Active",
+            "observedGeneration": 1,
+            "job": {"name": "release-42", "uid": uid},
+            "activatedAt": "2026-12-01T02:01:00Z",
+            "expiresAt": expires,
+        }
+    )
 
 
 PENDING = parse_status({"phase": "Pending", "observedGeneration": 1})
@@ -33,8 +43,13 @@ def at(minutes: float) -> datetime.datetime:
     return CREATED + datetime.timedelta(minutes=minutes)
 
 
-def decide(grant: GrantRef, status: TaskGrantStatus, the_job: dict[str, Any] | None, now: datetime.datetime,
-           **spec: object) -> lifecycle.Decision:
+def decide(
+    grant: GrantRef,
+    status: TaskGrantStatus,
+    the_job: dict[str, Any] | None,
+    now: datetime.datetime,
+    **spec: object,
+) -> lifecycle.Decision:
     return lifecycle.decide(grant, make_spec(**spec), status, the_job, now, HOUR)
 
 
@@ -60,9 +75,12 @@ def test_a_deleting_job_is_no_job(grant: GrantRef) -> None:
 
 def test_not_before_delays_activation(grant: GrantRef) -> None:
     decision = decide(grant, NEW, job(), T0, notBefore="2026-12-01T02:10:00Z")
-    assert decision == Wait(Reason.WAITING_FOR_NOT_BEFORE,
-                            "access starts at notBefore 2026-12-01T02:10:00+00:00", at(10))
-    assert decide(grant, PENDING, job(), at(10), notBefore="2026-12-01T02:10:00Z") == Activate("job-uid", at(70))
+    assert decision == Wait(
+        Reason.WAITING_FOR_NOT_BEFORE, "access starts at notBefore 2026-12-01T02:10:00+00:00", at(10)
+    )
+    assert decide(grant, PENDING, job(), at(10), notBefore="2026-12-01T02:10:00Z") == Activate(
+        "job-uid", at(70)
+    )
 
 
 @pytest.mark.parametrize("condition", ["Complete", "Failed", "SuccessCriteriaMet", "FailureTarget"])
@@ -72,8 +90,12 @@ def test_a_job_finished_before_activation_never_gets_access(grant: GrantRef, con
 
 
 def test_unfinished_conditions_do_not_count(grant: GrantRef) -> None:
-    the_job = {"metadata": {"uid": "j"}, "status": {"conditions": [{"type": "Complete", "status": "False"},
-                                                                   {"type": "Suspended", "status": "True"}]}}
+    the_job = {
+        "metadata": {"uid": "j"},
+        "status": {
+            "conditions": [{"type": "Complete", "status": "False"}, {"type": "Suspended", "status": "True"}]
+        },
+    }
     assert isinstance(decide(grant, PENDING, the_job, T0), Activate)
 
 
@@ -89,8 +111,12 @@ def test_a_deadline_in_the_past_gives_nothing(grant: GrantRef) -> None:
 
 @pytest.mark.parametrize(
     ("condition", "reason"),
-    [("Complete", Reason.JOB_SUCCEEDED), ("SuccessCriteriaMet", Reason.JOB_SUCCEEDED),
-     ("Failed", Reason.JOB_FAILED), ("FailureTarget", Reason.JOB_FAILED)],
+    [
+        ("Complete", Reason.JOB_SUCCEEDED),
+        ("SuccessCriteriaMet", Reason.JOB_SUCCEEDED),
+        ("Failed", Reason.JOB_FAILED),
+        ("FailureTarget", Reason.JOB_FAILED),
+    ],
 )
 def test_active_grant_ends_with_its_job(grant: GrantRef, condition: str, reason: Reason) -> None:
     decision = decide(grant, active(), job("job-uid", condition), at(5))
@@ -104,8 +130,9 @@ def test_active_grant_ends_when_its_job_is_deleted_or_replaced(grant: GrantRef) 
 
 
 def test_active_grant_ends_at_expiry_even_if_the_job_runs(grant: GrantRef) -> None:
-    assert decide(grant, active(), job(), at(30.99)) == Wait(Reason.JOB_RUNNING, "Job release-42 is running",
-                                                              at(31))
+    assert decide(grant, active(), job(), at(30.99)) == Wait(
+        Reason.JOB_RUNNING, "Job release-42 is running", at(31)
+    )
     decision = decide(grant, active(), job(), at(31))
     assert isinstance(decision, Revoke) and decision.reason == Reason.DEADLINE_EXCEEDED
 

@@ -41,8 +41,13 @@ def test_errors_name_the_field() -> None:
 
 def test_unknown_fields_are_refused() -> None:
     assert "spec.access[0].rules[0].nonResourceURLs: Extra inputs are not permitted" in _error(
-        access=[{"rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"],
-                            "nonResourceURLs": ["/x"]}]}]
+        access=[
+            {
+                "rules": [
+                    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"], "nonResourceURLs": ["/x"]}
+                ]
+            }
+        ]
     )
 
 
@@ -70,5 +75,7 @@ def test_naive_times_are_refused() -> None:
 def test_names_must_be_dns_names() -> None:
     assert "spec.job.name: " in _error(job={"name": "Release_42"})
     assert "spec.access[0].namespace: " in _error(
-        access=[{"namespace": "Bad NS", "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]}]
+        access=[
+            {"namespace": "Bad NS", "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]}
+        ]
     )

@@ -44,10 +44,19 @@ def test_patch_carries_phase_fields_and_first_generation() -> None:
 
 
 def test_unchanged_detects_restatements_only() -> None:
-    patch = status_patch(TaskGrantStatus(), Phase.PENDING, "WaitingForJob", "m", 1, NOW,
-                         expiresAt="2026-12-01T03:00:00Z")
+    patch = status_patch(
+        TaskGrantStatus(), Phase.PENDING, "WaitingForJob", "m", 1, NOW, expiresAt="2026-12-01T03:00:00Z"
+    )
     current = parse_status(patch["status"])
-    assert unchanged(current, status_patch(current, Phase.PENDING, "WaitingForJob", "m", 1, LATER,
-                                           expiresAt="2026-12-01T03:00:00Z"))
-    assert not unchanged(current, status_patch(current, Phase.PENDING, "WaitingForNotBefore", "m", 1, LATER,
-                                               expiresAt="2026-12-01T03:00:00Z"))
+    assert unchanged(
+        current,
+        status_patch(
+            current, Phase.PENDING, "WaitingForJob", "m", 1, LATER, expiresAt="2026-12-01T03:00:00Z"
+        ),
+    )
+    assert not unchanged(
+        current,
+        status_patch(
+            current, Phase.PENDING, "WaitingForNotBefore", "m", 1, LATER, expiresAt="2026-12-01T03:00:00Z"
+        ),
+    )
