@@ -7,6 +7,7 @@ VERSION: Final = "v1alpha1"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
 KIND: Final = "TaskGrant"
 PLURAL: Final = "taskgrants"
+POLICY_PLURAL: Final = "taskgrantpolicies"
 
 # One finalizer, named after the API group: cleanup runs before a grant can disappear.
 FINALIZER: Final = f"{GROUP}/cleanup"

@@ -13,6 +13,8 @@ from taskgrant.kube import KubeApi
 from taskgrant.reconciler import Reconciler
 
 GRANTS = (constants.GROUP, constants.VERSION, constants.PLURAL)
+POLICIES = (constants.GROUP, constants.VERSION, constants.POLICY_PLURAL)
+POLICY_USAGE_INTERVAL_SECONDS = 5.0
 
 
 def _reconciler(memo: kopf.Memo) -> Reconciler:
@@ -34,6 +36,9 @@ async def configure(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
     reconciler = memo["reconciler"] = Reconciler(memo["api"], memo["config"])
     await reconciler.sweep_orphans()
     reconciler.scheduler.start()
+    memo["policy_usage"] = asyncio.create_task(
+        reconciler.report_policy_usage_every(POLICY_USAGE_INTERVAL_SECONDS)
+    )
 
 
 @kopf.on.login(id="login")
@@ -45,6 +50,7 @@ def login(*, memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
 @kopf.on.cleanup(id="shutdown")
 async def shutdown(*, memo: kopf.Memo, **_: Any) -> None:
     reconciler = _reconciler(memo)
+    memo["policy_usage"].cancel()
     await reconciler.scheduler.stop()
     reconciler.api.close()
 
@@ -54,6 +60,16 @@ def grants_by_job(
     *, namespace: str | None, name: str, spec: kopf.Spec, **_: Any
 ) -> dict[tuple[str | None, str], str]:
     return {(namespace, spec.get("job", {}).get("name", "")): name}
+
+
+@kopf.index(*GRANTS, id="grants_by_policy")
+def grants_by_policy(
+    *, namespace: str | None, name: str, status: kopf.Status, **_: Any
+) -> dict[str, tuple[str | None, str]]:
+    """Grants that a policy currently allows; a policy change re-evaluates exactly these."""
+    policy = status.get("policy")
+    # An empty mapping, not None: kopf keeps an object's old entries when the indexer returns None.
+    return {policy: (namespace, name)} if policy and status.get("phase") in ("Pending", "Active") else {}
 
 
 @kopf.on.resume(*GRANTS, id="resume")
@@ -83,3 +99,16 @@ async def job_changed(
     if grants and namespace is not None:
         job = None if event["type"] == "DELETED" else event["object"]
         await asyncio.gather(*(_reconciler(memo).reconcile(namespace, grant, job) for grant in grants))
+
+
+@kopf.on.event(*POLICIES, id="policy-changed")
+async def policy_changed(
+    *,
+    name: str,
+    memo: kopf.Memo,
+    grants_by_policy: kopf.Index[str, tuple[str | None, str]] | None = None,
+    **_: Any,
+) -> None:
+    grants = list(grants_by_policy.get(name, [])) if grants_by_policy is not None else []
+    reconciler = _reconciler(memo)
+    await asyncio.gather(*(reconciler.reconcile(ns, grant) for ns, grant in grants if ns is not None))

@@ -65,7 +65,9 @@ ROLES = Resource("rbac.authorization.k8s.io", "v1", "roles")
 ROLE_BINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings")
 JOBS = Resource("batch", "v1", "jobs")
 EVENTS = Resource("", "v1", "events")
+NAMESPACES = Resource("", "v1", "namespaces", namespaced=False)
 TASKGRANTS = Resource(constants.GROUP, constants.VERSION, constants.PLURAL)
+TASKGRANT_POLICIES = Resource(constants.GROUP, constants.VERSION, constants.POLICY_PLURAL, namespaced=False)
 
 
 class ApiError(Exception):

@@ -71,6 +71,15 @@ def active_expiry(
     return min(filter(None, candidates))
 
 
+def current_expiry(
+    spec: TaskGrantSpec, status: TaskGrantStatus, now: datetime.datetime, max_duration: datetime.timedelta
+) -> datetime.datetime:
+    """An active grant's expiry: as recorded, or earlier if a policy's maxDuration shrank since."""
+    activated = status.activated_at or now
+    recomputed = active_expiry(spec, activated, max_duration)
+    return min(status.expires_at, recomputed) if status.expires_at is not None else recomputed
+
+
 def job_outcome(job: Mapping[str, Any]) -> Reason | None:
     """JobSucceeded or JobFailed once the Job's conditions say it ended, else None."""
     for condition in job.get("status", {}).get("conditions") or []:
@@ -101,8 +110,9 @@ def decide(
 
     if status.phase == Phase.ACTIVE:
         expected_uid = status.job.uid if status.job else None
-        if status.expires_at is not None and now >= status.expires_at:
-            return Revoke(Reason.DEADLINE_EXCEEDED, f"expired at {status.expires_at.isoformat()}")
+        expiry = current_expiry(spec, status, now, max_duration)
+        if now >= expiry:
+            return Revoke(Reason.DEADLINE_EXCEEDED, f"expired at {expiry.isoformat()}")
         if job is None or job_is_gone(job) or job.get("metadata", {}).get("uid") != expected_uid:
             return Revoke(Reason.JOB_DELETED, f"Job {job_name} (uid {expected_uid}) is gone")
         outcome = job_outcome(job)
@@ -110,8 +120,7 @@ def decide(
             return Revoke(
                 outcome, f"Job {job_name} {'succeeded' if outcome == Reason.JOB_SUCCEEDED else 'failed'}"
             )
-        until = status.expires_at or active_expiry(spec, now, max_duration)
-        return Wait(Reason.JOB_RUNNING, f"Job {job_name} is running", until)
+        return Wait(Reason.JOB_RUNNING, f"Job {job_name} is running", expiry)
 
     expiry = pending_expiry(spec, grant.created or now, max_duration)
     if now >= expiry:

@@ -55,11 +55,13 @@ class Reason(enum.StrEnum):
     JOB_ALREADY_FINISHED = "JobAlreadyFinished"
     DEADLINE_EXCEEDED = "DeadlineExceeded"
     SPEC_CHANGED = "SpecChanged"
+    POLICY_REVOKED = "PolicyRevoked"
     GRANT_DELETED = "GrantDeleted"
     # Denied
     INVALID_SPEC = "InvalidSpec"
     SERVICE_ACCOUNT_CONFLICT = "ServiceAccountConflict"
     NAME_CONFLICT = "NameConflict"
+    POLICY_DENIED = "PolicyDenied"
 
 
 def parse_duration(value: Any) -> Any:
@@ -170,6 +172,7 @@ class TaskGrantStatus(Model):
     reason: str | None = None
     message: str | None = None
     service_account_name: str | None = None
+    policy: str | None = None
     roles: list[NamespacedName] = Field(default_factory=list)
     job: JobStatus | None = None
     activated_at: AwareDatetime | None = None
@@ -177,6 +180,69 @@ class TaskGrantStatus(Model):
     revoked_at: AwareDatetime | None = None
     observed_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list)
+
+
+class LabelSelectorRequirement(Model):
+    key: str = Field(min_length=1, max_length=317)
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[Annotated[str, Field(max_length=63)]] = Field(default_factory=list, max_length=64)
+
+
+class LabelSelector(Model):
+    """A standard Kubernetes label selector; an empty one matches everything."""
+
+    match_labels: dict[str, str] = Field(default_factory=dict)
+    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list, max_length=32)
+
+
+class TargetNamespaces(Model):
+    """Namespaces, besides the grant's own, where access may be given."""
+
+    names: list[Annotated[str, Field(min_length=1, max_length=63, pattern=DNS1123_LABEL)]] = Field(
+        default_factory=list, max_length=64
+    )
+    selector: LabelSelector | None = None
+
+
+class RuleCeiling(Model):
+    """The most a requested rule may ask: its groups, resources and verbs must be subsets of these."""
+
+    api_groups: list[Annotated[str, Field(max_length=253)]] = Field(min_length=1, max_length=32)
+    resources: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(min_length=1, max_length=64)
+    verbs: list[Annotated[str, Field(min_length=1, max_length=63)]] = Field(min_length=1, max_length=16)
+    require_resource_names: bool = False
+    resource_names: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
+        default_factory=list, max_length=64
+    )
+    resource_name_prefixes: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
+        default_factory=list, max_length=64
+    )
+
+    @model_validator(mode="after")
+    def _names_need_requirement(self) -> RuleCeiling:
+        if (self.resource_names or self.resource_name_prefixes) and not self.require_resource_names:
+            raise ValueError("resourceNames and resourceNamePrefixes need requireResourceNames: true")
+        return self
+
+
+class TaskGrantPolicySpec(Model):
+    namespace_selector: LabelSelector
+    target_namespaces: TargetNamespaces | None = None
+    rules: list[RuleCeiling] = Field(min_length=1, max_length=64)
+    max_duration: Duration | None = None
+
+    @model_validator(mode="after")
+    def _check_duration(self) -> TaskGrantPolicySpec:
+        if self.max_duration is not None and self.max_duration <= datetime.timedelta(0):
+            raise ValueError("maxDuration must be longer than 0s")
+        return self
+
+
+class TaskGrantPolicyStatus(Model):
+    model_config = ConfigDict(extra="ignore")
+
+    active_grants: int | None = None
+    observed_generation: int | None = None
 
 
 class GrantRef(Model):
@@ -213,6 +279,10 @@ def describe_validation_error(error: ValidationError, prefix: str = "spec") -> s
 
 def parse_spec(spec: Mapping[str, Any]) -> TaskGrantSpec:
     return TaskGrantSpec.model_validate(dict(spec))
+
+
+def parse_policy(spec: Mapping[str, Any]) -> TaskGrantPolicySpec:
+    return TaskGrantPolicySpec.model_validate(dict(spec))
 
 
 def parse_status(status: Mapping[str, Any] | None) -> TaskGrantStatus:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +20,18 @@ import kopf
 from pydantic import ValidationError
 
 from taskgrant import builders, constants, lifecycle
-from taskgrant.kube import EVENTS, JOBS, ROLE_BINDINGS, ROLES, SERVICE_ACCOUNTS, TASKGRANTS, KubeApi, Resource
+from taskgrant.kube import (
+    EVENTS,
+    JOBS,
+    NAMESPACES,
+    ROLE_BINDINGS,
+    ROLES,
+    SERVICE_ACCOUNTS,
+    TASKGRANT_POLICIES,
+    TASKGRANTS,
+    KubeApi,
+    Resource,
+)
 from taskgrant.models import (
     TERMINAL_PHASES,
     GrantRef,
@@ -29,9 +40,11 @@ from taskgrant.models import (
     TaskGrantSpec,
     TaskGrantStatus,
     describe_validation_error,
+    parse_policy,
     parse_spec,
     parse_status,
 )
+from taskgrant.policy import Policy, Verdict, evaluate, namespaces_to_label
 from taskgrant.scheduler import Clock, Scheduler, utcnow
 from taskgrant.status import status_patch, timestamp, unchanged
 
@@ -113,37 +126,69 @@ class Reconciler:
                 body, grant, None, status, Phase.DENIED, Reason.INVALID_SPEC, describe_validation_error(error)
             )
             return
+        verdict = await self.evaluate_policy(grant, spec)
+        if not verdict.allowed:
+            # Before admission nothing exists yet: denied. After it, a policy change took it away.
+            phase, reason = (
+                (Phase.DENIED, Reason.POLICY_DENIED)
+                if status.phase is None
+                else (Phase.REVOKED, Reason.POLICY_REVOKED)
+            )
+            await self._end(body, grant, spec, status, phase, reason, verdict.message)
+            return
+        max_duration = min(filter(None, [self.config.max_duration, verdict.max_duration]))
         if status.phase is None and not await self._admit(body, grant, spec, status):
             return
         if isinstance(job, _Unset):
             job = await self.api.get(JOBS, namespace, spec.job.name)
         now = self.clock()
-        decision = lifecycle.decide(grant, spec, status, job, now, self.config.max_duration)
+        decision = lifecycle.decide(grant, spec, status, job, now, max_duration)
         match decision:
             case lifecycle.Revoke(reason=reason, message=message):
                 await self._end(body, grant, spec, status, Phase.REVOKED, reason, message)
             case lifecycle.Wait(reason=reason, message=message, until=until):
-                if status.phase in (None, Phase.PENDING):
-                    expiry = lifecycle.pending_expiry(spec, grant.created or now, self.config.max_duration)
-                    await self._write_status(
-                        body,
-                        status,
-                        status_patch(
-                            status,
-                            Phase.PENDING,
-                            reason,
-                            message,
-                            grant.generation,
-                            now,
-                            serviceAccountName=builders.service_account_name(grant, spec),
-                            expiresAt=timestamp(expiry),
-                        ),
+                if status.phase == Phase.ACTIVE:  # the expiry or the allowing policy may have changed
+                    assert status.job is not None and status.job.uid is not None and status.activated_at
+                    patch = self._active_patch(
+                        grant, spec, status, status.job.uid, status.activated_at, until, verdict.policy, now
                     )
+                else:
+                    expiry = lifecycle.pending_expiry(spec, grant.created or now, max_duration)
+                    patch = status_patch(
+                        status,
+                        Phase.PENDING,
+                        reason,
+                        message,
+                        grant.generation,
+                        now,
+                        serviceAccountName=builders.service_account_name(grant, spec),
+                        policy=verdict.policy,
+                        expiresAt=timestamp(expiry),
+                    )
+                await self._write_status(body, status, patch)
                 self.scheduler.schedule((namespace, name), until)
             case lifecycle.Activate(job_uid=job_uid, expires_at=expires_at):
-                await self._activate(body, grant, spec, status, job_uid, expires_at, now)
+                await self._activate(body, grant, spec, status, job_uid, expires_at, verdict.policy, now)
             case lifecycle.Finished():
                 self.scheduler.cancel((namespace, name))
+
+    async def evaluate_policy(self, grant: GrantRef, spec: TaskGrantSpec) -> Verdict:
+        """The same evaluation as `taskgrant check`, fed from the cluster's policies and namespaces."""
+        policies = []
+        for body in await self.api.list(TASKGRANT_POLICIES):
+            policy_name = body["metadata"]["name"]
+            try:
+                policies.append(Policy(policy_name, parse_policy(body.get("spec") or {})))
+            except ValidationError as error:  # a broken policy allows nothing, and says why in the log
+                logger.warning(
+                    "ignoring invalid TaskGrantPolicy %s: %s", policy_name, describe_validation_error(error)
+                )
+        names = sorted(namespaces_to_label(grant.namespace, spec))
+        found = await asyncio.gather(*(self.api.get(NAMESPACES, None, name) for name in names))
+        labels = {
+            name: (ns["metadata"].get("labels") or {}) for name, ns in zip(names, found, strict=True) if ns
+        }
+        return evaluate(grant.namespace, spec, policies, labels)
 
     async def _admit(
         self, body: Mapping[str, Any], grant: GrantRef, spec: TaskGrantSpec, status: TaskGrantStatus
@@ -173,6 +218,7 @@ class Reconciler:
         status: TaskGrantStatus,
         job_uid: str,
         expires_at: datetime.datetime,
+        policy: str | None,
         now: datetime.datetime,
     ) -> None:
         account = await self.api.get(
@@ -209,30 +255,41 @@ class Reconciler:
                         "created for this grant; it is left untouched",
                     )
                     return
-        targets = builders.role_targets(grant, spec)
         activated = lifecycle.truncate_to_seconds(now)
-        message = f"access active for Job {spec.job.name} until {timestamp(expires_at)}"
-        await self._write_status(
-            body,
-            status,
-            status_patch(
-                status,
-                Phase.ACTIVE,
-                Reason.JOB_RUNNING,
-                message,
-                grant.generation,
-                now,
-                serviceAccountName=builders.service_account_name(grant, spec),
-                roles=[{"namespace": target.namespace, "name": target.name} for target in targets],
-                job={"name": spec.job.name, "uid": job_uid},
-                activatedAt=timestamp(activated),
-                expiresAt=timestamp(expires_at),
-            ),
-        )
+        patch = self._active_patch(grant, spec, status, job_uid, activated, expires_at, policy, now)
+        await self._write_status(body, status, patch)
         self.scheduler.schedule((grant.namespace, grant.name), expires_at)
+        message = patch["status"]["message"]
         await self.post_event(body, "Normal", "Activated", self._with_reason(message, spec))
         logger.info(
             "grant %s/%s activated: %s", grant.namespace, grant.name, self._with_reason(message, spec)
+        )
+
+    def _active_patch(
+        self,
+        grant: GrantRef,
+        spec: TaskGrantSpec,
+        status: TaskGrantStatus,
+        job_uid: str,
+        activated: datetime.datetime,
+        expires_at: datetime.datetime,
+        policy: str | None,
+        now: datetime.datetime,
+    ) -> dict[str, Any]:
+        targets = builders.role_targets(grant, spec)
+        return status_patch(
+            status,
+            Phase.ACTIVE,
+            Reason.JOB_RUNNING,
+            f"access active for Job {spec.job.name} until {timestamp(expires_at)}",
+            grant.generation,
+            now,
+            serviceAccountName=builders.service_account_name(grant, spec),
+            policy=policy,
+            roles=[{"namespace": target.namespace, "name": target.name} for target in targets],
+            job={"name": spec.job.name, "uid": job_uid},
+            activatedAt=timestamp(activated),
+            expiresAt=timestamp(expires_at),
         )
 
     async def _end(
@@ -356,7 +413,7 @@ class Reconciler:
                     continue  # another operator instance owns grants there
                 found.setdefault(grant, set()).add(meta["namespace"])
         live = {}
-        for body in await self.api.list(TASKGRANTS):
+        for body in await self.list_grants():
             status = parse_status(body.get("status"))
             if status.phase not in TERMINAL_PHASES:
                 live[body["metadata"].get("uid")] = body
@@ -371,3 +428,30 @@ class Reconciler:
             )
             await self.remove_objects(grant, namespaces)
         return len(orphans)
+
+    async def list_grants(self) -> list[dict[str, Any]]:
+        if not self.config.namespaces:
+            return await self.api.list(TASKGRANTS)
+        found = await asyncio.gather(*(self.api.list(TASKGRANTS, ns) for ns in self.config.namespaces))
+        return [grant for grants in found for grant in grants]
+
+    async def report_policy_usage(self) -> None:
+        """Write each policy's count of the Active grants it allows into its status.activeGrants."""
+        counts: Counter[str] = Counter()
+        for body in await self.list_grants():
+            status = parse_status(body.get("status"))
+            if status.phase == Phase.ACTIVE and status.policy:
+                counts[status.policy] += 1
+        for body in await self.api.list(TASKGRANT_POLICIES):
+            meta = body["metadata"]
+            wanted = {"activeGrants": counts[meta["name"]], "observedGeneration": meta.get("generation")}
+            if {key: (body.get("status") or {}).get(key) for key in wanted} != wanted:
+                await self.api.patch(TASKGRANT_POLICIES, None, meta["name"], {"status": wanted}, "status")
+
+    async def report_policy_usage_every(self, seconds: float) -> None:
+        while True:
+            try:
+                await self.report_policy_usage()
+            except Exception as error:  # a missed count is retried next round; it never blocks grants
+                logger.warning("could not update TaskGrantPolicy usage: %s", error)
+            await asyncio.sleep(seconds)

@@ -1,5 +1,6 @@
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,12 @@ def cluster() -> Iterator[EmulatedCluster]:
 @pytest.fixture
 def api(cluster: EmulatedCluster) -> Api:
     return Api(cluster.url, cluster.token)
+
+
+@pytest.fixture
+def permissive_policy(api: Api) -> dict[str, Any]:
+    """Lifecycle tests are about the lifecycle: one policy allows whatever the never-grant list does."""
+    return api.create_policy("allow-everything-allowed")
 
 
 @pytest.fixture

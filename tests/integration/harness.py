@@ -100,6 +100,9 @@ class Api:
             )
         )
 
+    def create_policy(self, name: str, **spec: Any) -> dict[str, Any]:
+        return dict(self.ok("POST", f"{GRANTS}/taskgrantpolicies", policy_manifest(name, **spec)))
+
     def grant(self, namespace: str, name: str) -> dict[str, Any] | None:
         result = self.get(f"{GRANTS}/namespaces/{namespace}/taskgrants/{name}")
         return dict(result) if result is not None else None
@@ -155,6 +158,25 @@ def grant_manifest(namespace: str, name: str, **spec: Any) -> dict[str, Any]:
         "apiVersion": "taskgrant.dev/v1alpha1",
         "kind": "TaskGrant",
         "metadata": {"name": name, "namespace": namespace},
+        "spec": body,
+    }
+
+
+ANY_RULE = {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}
+
+
+def policy_manifest(name: str, **spec: Any) -> dict[str, Any]:
+    """A policy; by default one that governs every namespace and allows anything not never-granted."""
+    body: dict[str, Any] = {
+        "namespaceSelector": {},
+        "rules": [ANY_RULE],
+        "targetNamespaces": {"selector": {}},
+    }
+    body.update(spec)
+    return {
+        "apiVersion": "taskgrant.dev/v1alpha1",
+        "kind": "TaskGrantPolicy",
+        "metadata": {"name": name},
         "spec": body,
     }
 

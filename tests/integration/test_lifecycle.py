@@ -7,11 +7,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from taskgrant.emulator import EmulatedCluster
 
 from .harness import BATCH, CORE, GRANTS, RBAC, SECRET_RULE, Api, OperatorProcess, wait_for, wait_for_phase
 
 NS = "ci"
+pytestmark = pytest.mark.usefixtures("permissive_policy")
 LABELS_OF = {
     "app.kubernetes.io/managed-by": "taskgrant-operator",
     "taskgrant.dev/grant-name": "release-42",

@@ -7,11 +7,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from taskgrant.emulator import EmulatedCluster
 
 from .harness import CORE, RBAC, Api, OperatorProcess, wait_for, wait_for_phase
 
 NS = "ci"
+pytestmark = pytest.mark.usefixtures("permissive_policy")
 
 
 def labelled(kind: str, namespace: str, name: str, grant: str, uid: str) -> dict[str, Any]:

@@ -8,18 +8,19 @@ import yaml
 from pydantic import BaseModel
 
 from taskgrant import constants
-from taskgrant.models import TaskGrantSpec, TaskGrantStatus
+from taskgrant.models import TaskGrantPolicySpec, TaskGrantPolicyStatus, TaskGrantSpec, TaskGrantStatus
 
-CRD_PATH = Path(__file__).parents[2] / "crds" / "taskgrants.yaml"
+CRDS = Path(__file__).parents[2] / "crds"
+CRD_PATH = CRDS / "taskgrants.yaml"
 CONSTRAINTS = ("type", "format", "pattern", "minLength", "maxLength", "minItems", "maxItems", "enum")
 
 
-def crd() -> dict[str, Any]:
-    return yaml.safe_load(CRD_PATH.read_text())
+def crd(path: Path = CRD_PATH) -> dict[str, Any]:
+    return dict(yaml.safe_load(path.read_text()))
 
 
-def crd_schema(part: str) -> dict[str, Any]:
-    [version] = crd()["spec"]["versions"]
+def crd_schema(part: str, path: Path = CRD_PATH) -> dict[str, Any]:
+    [version] = crd(path)["spec"]["versions"]
     schema: dict[str, Any] = version["schema"]["openAPIV3Schema"]["properties"][part]
     return schema
 
@@ -58,9 +59,24 @@ def model_schema(model: type[BaseModel]) -> dict[str, Any]:
     return normalise_model(schema, schema.get("$defs", {}))
 
 
-@pytest.mark.parametrize(("part", "model"), [("spec", TaskGrantSpec), ("status", TaskGrantStatus)])
-def test_model_matches_crd(part: str, model: type[BaseModel]) -> None:
-    assert model_schema(model) == normalise_crd(crd_schema(part))
+@pytest.mark.parametrize(
+    ("crd_file", "part", "model"),
+    [
+        ("taskgrants.yaml", "spec", TaskGrantSpec),
+        ("taskgrants.yaml", "status", TaskGrantStatus),
+        ("taskgrantpolicies.yaml", "spec", TaskGrantPolicySpec),
+        ("taskgrantpolicies.yaml", "status", TaskGrantPolicyStatus),
+    ],
+)
+def test_model_matches_crd(crd_file: str, part: str, model: type[BaseModel]) -> None:
+    assert model_schema(model) == normalise_crd(crd_schema(part, CRDS / crd_file))
+
+
+def test_policy_crd_is_cluster_scoped() -> None:
+    spec = crd(CRDS / "taskgrantpolicies.yaml")["spec"]
+    assert spec["scope"] == "Cluster"
+    assert spec["names"]["plural"] == constants.POLICY_PLURAL
+    assert spec["versions"][0]["subresources"] == {"status": {}}
 
 
 def test_crd_names_match_constants() -> None:
@@ -92,7 +108,8 @@ def test_every_spec_field_is_described() -> None:
                 missing += walk(child, f"{path}[].{name}")
         return missing
 
-    assert walk(crd_schema("spec"), "spec") == []
+    for path in CRDS.glob("*.yaml"):
+        assert walk(crd_schema("spec", path), "spec") == [], path.name
 
 
 def test_spec_is_immutable_by_cel() -> None:
