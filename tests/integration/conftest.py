@@ -23,7 +23,7 @@ def api(cluster: EmulatedCluster) -> Api:
 @pytest.fixture
 def permissive_policy(api: Api) -> dict[str, Any]:
     """Lifecycle tests are about the lifecycle: one policy allows whatever the never-grant list does."""
-    return api.create_policy("allow-everything-allowed")
+    return api.create_policy("allow-everything-allowed", targetNamespaces={"selector": {}})
 
 
 @pytest.fixture

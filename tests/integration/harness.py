@@ -166,13 +166,8 @@ ANY_RULE = {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}
 
 
 def policy_manifest(name: str, **spec: Any) -> dict[str, Any]:
-    """A policy; by default one that governs every namespace and allows anything not never-granted."""
-    body: dict[str, Any] = {
-        "namespaceSelector": {},
-        "rules": [ANY_RULE],
-        "targetNamespaces": {"selector": {}},
-    }
-    body.update(spec)
+    """A policy; by default one that governs every namespace and allows anything not never-granted there."""
+    body: dict[str, Any] = {"namespaceSelector": {}, "rules": [ANY_RULE], **spec}
     return {
         "apiVersion": "taskgrant.dev/v1alpha1",
         "kind": "TaskGrantPolicy",
