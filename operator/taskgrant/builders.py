@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime
 import hashlib
 from collections.abc import Mapping
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskgrant import constants
-from taskgrant.models import GrantRef, TaskGrantSpec
+from taskgrant.models import TOKEN_VOLUME, GrantRef, TaskGrantSpec, TokenSpec
 
 # Role names stay well under every Kubernetes name limit; the hash makes them unique per grant.
 NAME_PREFIX = "tg"
@@ -75,8 +76,13 @@ def role_targets(grant: GrantRef, spec: TaskGrantSpec) -> list[RoleTarget]:
 
 def build_service_account(grant: GrantRef, spec: TaskGrantSpec) -> dict[str, Any]:
     metadata = object_metadata(grant, grant.namespace, service_account_name(grant, spec))
+    annotations = {
+        f"{constants.CONTEXT_ANNOTATION_PREFIX}{key}": value for key, value in spec.context.items()
+    }
     if spec.reason:
-        metadata["annotations"] = {constants.ANNOTATION_REASON: spec.reason}
+        annotations[constants.ANNOTATION_REASON] = spec.reason
+    if annotations:
+        metadata["annotations"] = annotations
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
@@ -145,3 +151,57 @@ def build_event(
         "lastTimestamp": moment,
         "count": 1,
     }
+
+
+def token_projection(token: TokenSpec) -> dict[str, Any]:
+    """One projected volume: the grant's token(s), the cluster CA and the namespace, as clients expect.
+
+    A projected token has one audience, so each audience gets its own file: the first at `token`
+    (where client libraries look), the others at `token-1`, `token-2`, ... No audience means the API
+    server's own.
+    """
+    audiences: list[str | None] = list(token.audiences) or [None]
+    sources: list[dict[str, Any]] = []
+    for index, audience in enumerate(audiences):
+        projection: dict[str, Any] = {
+            "path": "token" if index == 0 else f"token-{index}",
+            "expirationSeconds": token.expiration_seconds,
+        }
+        if audience is not None:
+            projection["audience"] = audience
+        sources.append({"serviceAccountToken": projection})
+    sources.append(
+        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}
+    )
+    sources.append(
+        {
+            "downwardAPI": {
+                "items": [
+                    {"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}
+                ]
+            }
+        }
+    )
+    return {"name": TOKEN_VOLUME, "projected": {"defaultMode": 0o444, "sources": sources}}
+
+
+def build_job(grant: GrantRef, spec: TaskGrantSpec) -> dict[str, Any]:
+    """The Job for a jobTemplate grant: the template unchanged, except who it runs as and its token mount."""
+    assert spec.job_template is not None  # only called for jobTemplate grants
+    template = spec.job_template
+    job_spec = copy.deepcopy(template.spec)
+    pod = job_spec.setdefault("template", {}).setdefault("spec", {})
+    pod["serviceAccountName"] = service_account_name(grant, spec)
+    pod["automountServiceAccountToken"] = False
+    pod["volumes"] = [*(pod.get("volumes") or []), token_projection(spec.effective_token)]
+    mount = {"name": TOKEN_VOLUME, "mountPath": spec.effective_token.mount_path, "readOnly": True}
+    for kind in ("initContainers", "containers"):
+        for container in pod.get(kind) or []:
+            container["volumeMounts"] = [*(container.get("volumeMounts") or []), dict(mount)]
+    metadata = object_metadata(grant, grant.namespace, spec.job_name(grant.name))
+    user_meta = template.metadata
+    if user_meta is not None:
+        metadata["labels"] = {**user_meta.labels, **metadata["labels"]}
+        if user_meta.annotations:
+            metadata["annotations"] = dict(user_meta.annotations)
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}

@@ -21,6 +21,8 @@ LABEL_GRANT_NAMESPACE: Final = f"{GROUP}/grant-namespace"
 LABEL_GRANT_UID: Final = f"{GROUP}/grant-uid"
 
 ANNOTATION_REASON: Final = f"{GROUP}/reason"
+# spec.context entries land on the ServiceAccount as context.taskgrant.dev/<key>, for token consumers.
+CONTEXT_ANNOTATION_PREFIX: Final = f"context.{GROUP}/"
 
 # Without an explicit end, no grant outlives this (overridable with --max-duration).
 DEFAULT_MAX_DURATION_SECONDS: Final = 3600

@@ -62,16 +62,6 @@ def grants_by_job(
     return {(namespace, spec.get("job", {}).get("name", "")): name}
 
 
-@kopf.index(*GRANTS, id="grants_by_policy")
-def grants_by_policy(
-    *, namespace: str | None, name: str, status: kopf.Status, **_: Any
-) -> dict[str, tuple[str | None, str]]:
-    """Grants that a policy currently allows; a policy change re-evaluates exactly these."""
-    policy = status.get("policy")
-    # An empty mapping, not None: kopf keeps an object's old entries when the indexer returns None.
-    return {policy: (namespace, name)} if policy and status.get("phase") in ("Pending", "Active") else {}
-
-
 @kopf.on.resume(*GRANTS, id="resume")
 @kopf.on.create(*GRANTS, id="admit")
 @kopf.on.update(*GRANTS, field="spec", id="spec-changed")
@@ -102,13 +92,5 @@ async def job_changed(
 
 
 @kopf.on.event(*POLICIES, id="policy-changed")
-async def policy_changed(
-    *,
-    name: str,
-    memo: kopf.Memo,
-    grants_by_policy: kopf.Index[str, tuple[str | None, str]] | None = None,
-    **_: Any,
-) -> None:
-    grants = list(grants_by_policy.get(name, [])) if grants_by_policy is not None else []
-    reconciler = _reconciler(memo)
-    await asyncio.gather(*(reconciler.reconcile(ns, grant) for ns, grant in grants if ns is not None))
+async def policy_changed(*, name: str, memo: kopf.Memo, **_: Any) -> None:
+    await _reconciler(memo).policy_changed(name)

@@ -21,7 +21,7 @@ JOB_OUTCOMES: Mapping[str, Reason] = {
 
 @dataclass(frozen=True)
 class Activate:
-    job_uid: str
+    job_uid: str | None  # None: the operator creates the Job from spec.jobTemplate
     expires_at: datetime.datetime
 
 
@@ -41,11 +41,17 @@ class Revoke:
 
 
 @dataclass(frozen=True)
+class Deny:
+    reason: Reason
+    message: str
+
+
+@dataclass(frozen=True)
 class Finished:
     """A terminal grant: nothing ever happens to it again."""
 
 
-Decision = Activate | Wait | Revoke | Finished
+Decision = Activate | Wait | Revoke | Deny | Finished
 
 
 def truncate_to_seconds(moment: datetime.datetime) -> datetime.datetime:
@@ -89,6 +95,22 @@ def job_outcome(job: Mapping[str, Any]) -> Reason | None:
     return None
 
 
+def job_service_account(job: Mapping[str, Any]) -> str:
+    pod = job.get("spec", {}).get("template", {}).get("spec") or {}
+    return str(pod.get("serviceAccountName") or pod.get("serviceAccount") or "default")
+
+
+def automount_warning(job: Mapping[str, Any]) -> str | None:
+    """A named Job whose pods would also get the automounted token, which outlives the task's bounds."""
+    pod = job.get("spec", {}).get("template", {}).get("spec") or {}
+    if pod.get("automountServiceAccountToken") is True:
+        return (
+            "the Job's pod template sets automountServiceAccountToken: true, so its pods also get the "
+            "kubelet-managed token; set it to false and mount a projected token instead"
+        )
+    return None
+
+
 def job_is_gone(job: Mapping[str, Any] | None) -> bool:
     return job is None or bool(job.get("metadata", {}).get("deletionTimestamp"))
 
@@ -106,7 +128,7 @@ def decide(
         return Finished()
     if status.observed_generation is not None and grant.generation != status.observed_generation:
         return Revoke(Reason.SPEC_CHANGED, "the spec changed after admission; grants are single-use")
-    job_name = spec.job.name
+    job_name = spec.job_name(grant.name)
 
     if status.phase == Phase.ACTIVE:
         expected_uid = status.job.uid if status.job else None
@@ -125,10 +147,19 @@ def decide(
     expiry = pending_expiry(spec, grant.created or now, max_duration)
     if now >= expiry:
         return Revoke(Reason.DEADLINE_EXCEEDED, f"expired at {expiry.isoformat()} before activation")
-    if job is None or job_is_gone(job):
+    creates_job = spec.job_template is not None
+    if (job is None and not creates_job) or (job is not None and job_is_gone(job)):
         return Wait(Reason.WAITING_FOR_JOB, f"waiting for Job {job_name}", expiry)
-    if job_outcome(job) is not None:
+    if job is not None and job_outcome(job) is not None:
         return Revoke(Reason.JOB_ALREADY_FINISHED, f"Job {job_name} had already finished; no access given")
+    if job is not None and not creates_job:
+        account = spec.service_account_name or grant.name
+        if job_service_account(job) != account:
+            return Deny(
+                Reason.JOB_SERVICE_ACCOUNT_MISMATCH,
+                f"Job {job_name} runs as ServiceAccount {job_service_account(job)}, not as the grant's "
+                f"{account}; no access given",
+            )
     if spec.not_before is not None and now < spec.not_before:
         return Wait(
             Reason.WAITING_FOR_NOT_BEFORE,
@@ -136,4 +167,5 @@ def decide(
             min(spec.not_before, expiry),
         )
     activated = truncate_to_seconds(now)
-    return Activate(job["metadata"]["uid"], active_expiry(spec, activated, max_duration))
+    job_uid = job["metadata"]["uid"] if job is not None else None
+    return Activate(job_uid, active_expiry(spec, activated, max_duration))

@@ -61,6 +61,7 @@ class Reason(enum.StrEnum):
     INVALID_SPEC = "InvalidSpec"
     SERVICE_ACCOUNT_CONFLICT = "ServiceAccountConflict"
     NAME_CONFLICT = "NameConflict"
+    JOB_SERVICE_ACCOUNT_MISMATCH = "JobServiceAccountMismatch"
     POLICY_DENIED = "PolicyDenied"
 
 
@@ -98,6 +99,15 @@ Duration = Annotated[
 ]
 
 
+DEFAULT_TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
+TOKEN_VOLUME = "taskgrant-token"
+MIN_TOKEN_SECONDS = 600  # the Kubernetes minimum for projected tokens
+MAX_TOKEN_SECONDS = 86400
+# API servers silently extend exactly 3607 s (the kubelet's default request) to a year.
+EXTENDED_TOKEN_SECONDS = 3607
+CONTEXT_KEY = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+
+
 class Model(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
@@ -126,24 +136,111 @@ class AccessEntry(Model):
     rules: list[PolicyRule] = Field(min_length=1, max_length=32)
 
 
+class TokenSpec(Model):
+    """The projected ServiceAccount token that an operator-run Job gets."""
+
+    audiences: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
+        default_factory=list, max_length=8
+    )
+    expiration_seconds: int = Field(default=MIN_TOKEN_SECONDS, ge=MIN_TOKEN_SECONDS, le=MAX_TOKEN_SECONDS)
+    mount_path: str = Field(default=DEFAULT_TOKEN_PATH, min_length=2, max_length=1024, pattern=r"^/")
+
+    @model_validator(mode="after")
+    def _check_expiration(self) -> TokenSpec:
+        if self.expiration_seconds == EXTENDED_TOKEN_SECONDS:
+            raise ValueError(
+                "token.expirationSeconds 3607 is refused: API servers silently extend it to a year"
+            )
+        return self
+
+
+class JobTemplateMetadata(Model):
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class JobTemplate(Model):
+    """A Job for the operator to create (named after the grant) once the grant's RBAC exists."""
+
+    metadata: JobTemplateMetadata | None = None
+    spec: dict[str, Any]
+
+    def pod_spec(self) -> dict[str, Any]:
+        pod: dict[str, Any] = self.spec.get("template", {}).get("spec") or {}
+        return pod
+
+
+def _template_problems(template: JobTemplate, mount_path: str) -> list[str]:
+    pod = template.pod_spec()
+    problems = []
+    containers = pod.get("containers")
+    if not isinstance(containers, list) or not containers:
+        problems.append("jobTemplate.spec.template.spec.containers must list at least one container")
+        containers = []
+    for field in ("serviceAccountName", "serviceAccount"):
+        if pod.get(field):
+            problems.append(
+                f"jobTemplate sets {field}: the operator runs the Job as the grant's ServiceAccount"
+            )
+    if any(volume.get("name") == TOKEN_VOLUME for volume in pod.get("volumes") or []):
+        problems.append(f"jobTemplate already has a volume named {TOKEN_VOLUME}")
+    for kind, items in (("initContainers", pod.get("initContainers") or []), ("containers", containers)):
+        for container in items:
+            for mount in container.get("volumeMounts") or []:
+                if mount.get("mountPath", "").rstrip("/") == mount_path.rstrip("/"):
+                    problems.append(
+                        f"jobTemplate {kind} {container.get('name')} already mounts {mount.get('name')} at "
+                        f"{mount_path}, where the grant's token goes"
+                    )
+    return problems
+
+
 class TaskGrantSpec(Model):
-    job: JobReference
+    job: JobReference | None = None
+    job_template: JobTemplate | None = None
     service_account_name: str | None = Field(
         default=None, min_length=1, max_length=253, pattern=DNS1123_SUBDOMAIN
     )
-    access: list[AccessEntry] = Field(min_length=1, max_length=16)
+    access: list[AccessEntry] = Field(default_factory=list, max_length=16)
+    token: TokenSpec | None = None
+    context: dict[
+        Annotated[str, Field(min_length=1, max_length=63, pattern=CONTEXT_KEY)],
+        Annotated[str, Field(max_length=256)],
+    ] = Field(default_factory=dict, max_length=16)
     not_before: AwareDatetime | None = None
     deadline: AwareDatetime | None = None
     duration: Duration | None = None
     reason: str | None = Field(default=None, max_length=1024)
 
     @model_validator(mode="after")
-    def _check_times(self) -> TaskGrantSpec:
+    def _check_consistency(self) -> TaskGrantSpec:
+        if (self.job is None) == (self.job_template is None):
+            raise ValueError("exactly one of job and jobTemplate must be set")
+        if self.token is not None and self.job_template is None:
+            raise ValueError(
+                "token needs jobTemplate: only a Job the operator creates gets the grant's token"
+            )
+        if not self.access and not (self.token and self.token.audiences):
+            raise ValueError(
+                "access must have at least one entry, unless token.audiences names an external service"
+            )
         if self.duration is not None and self.duration <= datetime.timedelta(0):
             raise ValueError("duration must be longer than 0s")
         if self.deadline and self.not_before and self.deadline <= self.not_before:
             raise ValueError("deadline must be later than notBefore")
+        if self.job_template is not None:
+            problems = _template_problems(self.job_template, self.effective_token.mount_path)
+            if problems:
+                raise ValueError("; ".join(problems))
         return self
+
+    @property
+    def effective_token(self) -> TokenSpec:
+        return self.token or TokenSpec()
+
+    def job_name(self, grant_name: str) -> str:
+        """The named Job, or for a jobTemplate the Job the operator creates under the grant's name."""
+        return self.job.name if self.job is not None else grant_name
 
 
 class NamespacedName(Model):
@@ -228,8 +325,12 @@ class RuleCeiling(Model):
 class TaskGrantPolicySpec(Model):
     namespace_selector: LabelSelector
     target_namespaces: TargetNamespaces | None = None
-    rules: list[RuleCeiling] = Field(min_length=1, max_length=64)
+    rules: list[RuleCeiling] = Field(default_factory=list, max_length=64)
     max_duration: Duration | None = None
+    allowed_audiences: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
+        default_factory=list, max_length=32
+    )
+    max_token_expiration_seconds: int | None = Field(default=None, ge=MIN_TOKEN_SECONDS, le=MAX_TOKEN_SECONDS)
 
     @model_validator(mode="after")
     def _check_duration(self) -> TaskGrantPolicySpec:

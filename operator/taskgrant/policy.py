@@ -1,7 +1,7 @@
 """Guardrails as pure functions: the built-in never-grant list and TaskGrantPolicy evaluation.
 
-The operator and the offline `taskgrant check` command both call `evaluate`, so a verdict in CI is
-the verdict the cluster will give.
+The operator and the offline `taskgrant check` command both call `parse_policies` and
+`admission_verdict`, so a verdict in CI is the verdict the cluster will give.
 """
 
 from __future__ import annotations
@@ -9,14 +9,22 @@ from __future__ import annotations
 import datetime
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
 
 from taskgrant.models import (
+    MAX_GRANT_NAME_LENGTH,
     LabelSelector,
     PolicyRule,
+    Reason,
     RuleCeiling,
     TaskGrantPolicySpec,
     TaskGrantSpec,
+    describe_validation_error,
     format_duration,
+    parse_policy,
+    parse_spec,
 )
 
 WILDCARD = "*"
@@ -271,10 +279,29 @@ def _policy_gaps(
             if all(misses):
                 closest = min(misses, key=len)
                 gaps.append(f"{rule_path(e, r)}: no policy rule covers it ({'; '.join(closest)})")
+    if spec.job_template is not None:
+        gaps += _token_gaps(spec, policy)
     if policy.max_duration is not None and spec.duration is not None and spec.duration > policy.max_duration:
         gaps.append(
             f"spec.duration {format_duration(spec.duration)} exceeds "
             f"maxDuration {format_duration(policy.max_duration)}"
+        )
+    return gaps
+
+
+def _token_gaps(spec: TaskGrantSpec, policy: TaskGrantPolicySpec) -> list[str]:
+    """An operator-run Job's token: explicit audiences must be listed; no audience is the API server's."""
+    token = spec.effective_token
+    gaps = [
+        f"spec.token.audiences: {audience} is not an allowed audience"
+        for audience in token.audiences
+        if audience not in policy.allowed_audiences
+    ]
+    limit = policy.max_token_expiration_seconds
+    if limit is not None and token.expiration_seconds > limit:
+        gaps.append(
+            f"spec.token.expirationSeconds {token.expiration_seconds} exceeds "
+            f"maxTokenExpirationSeconds {limit}"
         )
     return gaps
 
@@ -305,6 +332,77 @@ def evaluate(
     return Verdict(False, reasons=reasons)
 
 
-def namespaces_to_label(grant_namespace: str, spec: TaskGrantSpec) -> set[str]:
-    """The namespaces whose labels `evaluate` may need."""
-    return {grant_namespace} | {entry.namespace for entry in spec.access if entry.namespace}
+def namespaces_to_label(grant_namespace: str, raw_spec: Mapping[str, Any]) -> set[str]:
+    """The namespaces whose labels `admission_verdict` may need, read from a spec not yet validated."""
+    entries = raw_spec.get("access")
+    named = (
+        {
+            entry["namespace"]
+            for entry in entries
+            if isinstance(entry, Mapping) and isinstance(entry.get("namespace"), str)
+        }
+        if isinstance(entries, list)
+        else set()
+    )
+    return {grant_namespace} | named
+
+
+@dataclass(frozen=True)
+class InvalidPolicy:
+    """A TaskGrantPolicy that fails validation; it allows nothing."""
+
+    name: str
+    error: str
+
+
+def parse_policies(bodies: Iterable[Mapping[str, Any]]) -> tuple[list[Policy], list[InvalidPolicy]]:
+    """Parse TaskGrantPolicy objects, setting the invalid ones aside with their errors."""
+    policies, invalid = [], []
+    for body in bodies:
+        name = body["metadata"]["name"]
+        try:
+            policies.append(Policy(name, parse_policy(body.get("spec") or {})))
+        except ValidationError as error:
+            invalid.append(InvalidPolicy(name, describe_validation_error(error)))
+    return policies, invalid
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The decision on a new grant: allowed by a policy, or denied with InvalidSpec or PolicyDenied."""
+
+    allowed: bool
+    reason: Reason | None  # None when allowed
+    message: str
+    reasons: tuple[str, ...] = ()  # the problems that `message` joins, one each; empty when allowed
+    spec: TaskGrantSpec | None = None  # None when the grant is invalid
+    policy: str | None = None
+    max_duration: datetime.timedelta | None = None
+
+
+def admission_verdict(
+    grant_namespace: str,
+    grant_name: str,
+    raw_spec: Mapping[str, Any],
+    policies: Iterable[Policy],
+    labels_of: Mapping[str, Mapping[str, str]],
+) -> Admission:
+    """Validate a grant as its CRD does, then `evaluate` it; `labels_of` maps namespace names to labels."""
+    problems = []
+    if len(grant_name) > MAX_GRANT_NAME_LENGTH:
+        # The API server enforces this with a CEL rule; files given to `taskgrant check` may not.
+        problems.append(
+            f"metadata.name: must be at most {MAX_GRANT_NAME_LENGTH} characters "
+            "(it is copied into label values)"
+        )
+    spec: TaskGrantSpec | None = None
+    try:
+        spec = parse_spec(raw_spec)
+    except ValidationError as error:
+        problems += describe_validation_error(error).split("; ")
+    if spec is None or problems:
+        return Admission(False, Reason.INVALID_SPEC, "; ".join(problems), tuple(problems))
+    verdict = evaluate(grant_namespace, spec, policies, labels_of)
+    if not verdict.allowed:
+        return Admission(False, Reason.POLICY_DENIED, verdict.message, tuple(verdict.reasons), spec)
+    return Admission(True, None, verdict.message, (), spec, verdict.policy, verdict.max_duration)

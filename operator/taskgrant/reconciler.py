@@ -39,12 +39,10 @@ from taskgrant.models import (
     Reason,
     TaskGrantSpec,
     TaskGrantStatus,
-    describe_validation_error,
-    parse_policy,
     parse_spec,
     parse_status,
 )
-from taskgrant.policy import Policy, Verdict, evaluate, namespaces_to_label
+from taskgrant.policy import Admission, admission_verdict, namespaces_to_label, parse_policies
 from taskgrant.scheduler import Clock, Scheduler, utcnow
 from taskgrant.status import status_patch, timestamp, unchanged
 
@@ -119,28 +117,25 @@ class Reconciler:
         if status.phase in TERMINAL_PHASES:
             self.scheduler.cancel((namespace, name))
             return
-        try:
-            spec = parse_spec(body.get("spec") or {})
-        except ValidationError as error:
-            await self._end(
-                body, grant, None, status, Phase.DENIED, Reason.INVALID_SPEC, describe_validation_error(error)
-            )
+        admission = await self.admit(grant, body.get("spec") or {})
+        spec = admission.spec
+        if spec is None:
+            await self._end(body, grant, None, status, Phase.DENIED, Reason.INVALID_SPEC, admission.message)
             return
-        verdict = await self.evaluate_policy(grant, spec)
-        if not verdict.allowed:
+        if not admission.allowed:
             # Before admission nothing exists yet: denied. After it, a policy change took it away.
             phase, reason = (
                 (Phase.DENIED, Reason.POLICY_DENIED)
                 if status.phase is None
                 else (Phase.REVOKED, Reason.POLICY_REVOKED)
             )
-            await self._end(body, grant, spec, status, phase, reason, verdict.message)
+            await self._end(body, grant, spec, status, phase, reason, admission.message)
             return
-        max_duration = min(filter(None, [self.config.max_duration, verdict.max_duration]))
-        if status.phase is None and not await self._admit(body, grant, spec, status):
+        max_duration = min(filter(None, [self.config.max_duration, admission.max_duration]))
+        if status.phase is None and not await self._create_service_account(body, grant, spec, status):
             return
         if isinstance(job, _Unset):
-            job = await self.api.get(JOBS, namespace, spec.job.name)
+            job = await self.api.get(JOBS, namespace, spec.job_name(name))
         now = self.clock()
         decision = lifecycle.decide(grant, spec, status, job, now, max_duration)
         match decision:
@@ -149,8 +144,17 @@ class Reconciler:
             case lifecycle.Wait(reason=reason, message=message, until=until):
                 if status.phase == Phase.ACTIVE:  # the expiry or the allowing policy may have changed
                     assert status.job is not None and status.job.uid is not None and status.activated_at
+                    kept = next((c.message for c in status.conditions if c.type == "Warning"), None)
                     patch = self._active_patch(
-                        grant, spec, status, status.job.uid, status.activated_at, until, verdict.policy, now
+                        grant,
+                        spec,
+                        status,
+                        status.job.uid,
+                        status.activated_at,
+                        until,
+                        admission.policy,
+                        now,
+                        kept,
                     )
                 else:
                     expiry = lifecycle.pending_expiry(spec, grant.created or now, max_duration)
@@ -162,35 +166,36 @@ class Reconciler:
                         grant.generation,
                         now,
                         serviceAccountName=builders.service_account_name(grant, spec),
-                        policy=verdict.policy,
+                        policy=admission.policy,
                         expiresAt=timestamp(expiry),
                     )
                 await self._write_status(body, status, patch)
                 self.scheduler.schedule((namespace, name), until)
+            case lifecycle.Deny(reason=reason, message=message):
+                await self._end(body, grant, spec, status, Phase.DENIED, reason, message)
             case lifecycle.Activate(job_uid=job_uid, expires_at=expires_at):
-                await self._activate(body, grant, spec, status, job_uid, expires_at, verdict.policy, now)
+                warning = lifecycle.automount_warning(job) if job is not None and spec.job else None
+                await self._activate(
+                    body, grant, spec, status, job_uid, expires_at, admission.policy, now, warning
+                )
             case lifecycle.Finished():
                 self.scheduler.cancel((namespace, name))
 
-    async def evaluate_policy(self, grant: GrantRef, spec: TaskGrantSpec) -> Verdict:
-        """The same evaluation as `taskgrant check`, fed from the cluster's policies and namespaces."""
-        policies = []
-        for body in await self.api.list(TASKGRANT_POLICIES):
-            policy_name = body["metadata"]["name"]
-            try:
-                policies.append(Policy(policy_name, parse_policy(body.get("spec") or {})))
-            except ValidationError as error:  # a broken policy allows nothing, and says why in the log
-                logger.warning(
-                    "ignoring invalid TaskGrantPolicy %s: %s", policy_name, describe_validation_error(error)
-                )
-        names = sorted(namespaces_to_label(grant.namespace, spec))
-        found = await asyncio.gather(*(self.api.get(NAMESPACES, None, name) for name in names))
+    async def admit(self, grant: GrantRef, raw_spec: Mapping[str, Any]) -> Admission:
+        """The same admission as `taskgrant check`, fed from the cluster's policies and namespaces."""
+        names = sorted(namespaces_to_label(grant.namespace, raw_spec))
+        bodies, *found = await asyncio.gather(
+            self.api.list(TASKGRANT_POLICIES), *(self.api.get(NAMESPACES, None, name) for name in names)
+        )
+        policies, invalid = parse_policies(bodies)
+        for policy in invalid:  # a broken policy allows nothing, and says why in the log
+            logger.warning("ignoring invalid TaskGrantPolicy %s: %s", policy.name, policy.error)
         labels = {
             name: (ns["metadata"].get("labels") or {}) for name, ns in zip(names, found, strict=True) if ns
         }
-        return evaluate(grant.namespace, spec, policies, labels)
+        return admission_verdict(grant.namespace, grant.name, raw_spec, policies, labels)
 
-    async def _admit(
+    async def _create_service_account(
         self, body: Mapping[str, Any], grant: GrantRef, spec: TaskGrantSpec, status: TaskGrantStatus
     ) -> bool:
         """Create the grant's ServiceAccount; False if the grant was denied instead."""
@@ -216,11 +221,13 @@ class Reconciler:
         grant: GrantRef,
         spec: TaskGrantSpec,
         status: TaskGrantStatus,
-        job_uid: str,
+        job_uid: str | None,
         expires_at: datetime.datetime,
         policy: str | None,
         now: datetime.datetime,
+        warning: str | None,
     ) -> None:
+        """RBAC first, then (for a jobTemplate) the Job, then the Active status."""
         account = await self.api.get(
             SERVICE_ACCOUNTS, grant.namespace, builders.service_account_name(grant, spec)
         )
@@ -236,10 +243,13 @@ class Reconciler:
                 "the grant's ServiceAccount was deleted or replaced before activation",
             )
             return
-        for resource, objects in (
+        to_create = [
             (ROLES, builders.build_roles(grant, spec)),
             (ROLE_BINDINGS, builders.build_role_bindings(grant, spec)),
-        ):
+        ]
+        if spec.job_template is not None:
+            to_create.append((JOBS, [builders.build_job(grant, spec)]))
+        for resource, objects in to_create:
             created = await asyncio.gather(*(self.api.create(resource, obj) for obj in objects))
             for (existing, _), obj in zip(created, objects, strict=True):
                 if not _owned_by(existing, grant):
@@ -255,10 +265,15 @@ class Reconciler:
                         "created for this grant; it is left untouched",
                     )
                     return
+                if resource is JOBS:
+                    job_uid = existing["metadata"]["uid"]
+        assert job_uid is not None  # a named Job's uid came from the decision, a created one's from above
         activated = lifecycle.truncate_to_seconds(now)
-        patch = self._active_patch(grant, spec, status, job_uid, activated, expires_at, policy, now)
+        patch = self._active_patch(grant, spec, status, job_uid, activated, expires_at, policy, now, warning)
         await self._write_status(body, status, patch)
         self.scheduler.schedule((grant.namespace, grant.name), expires_at)
+        if warning is not None:
+            await self.post_event(body, "Warning", "AutomountedToken", warning)
         message = patch["status"]["message"]
         await self.post_event(body, "Normal", "Activated", self._with_reason(message, spec))
         logger.info(
@@ -275,19 +290,22 @@ class Reconciler:
         expires_at: datetime.datetime,
         policy: str | None,
         now: datetime.datetime,
+        warning: str | None = None,
     ) -> dict[str, Any]:
         targets = builders.role_targets(grant, spec)
+        job_name = spec.job_name(grant.name)
         return status_patch(
             status,
             Phase.ACTIVE,
             Reason.JOB_RUNNING,
-            f"access active for Job {spec.job.name} until {timestamp(expires_at)}",
+            f"access active for Job {job_name} until {timestamp(expires_at)}",
             grant.generation,
             now,
+            warning,
             serviceAccountName=builders.service_account_name(grant, spec),
             policy=policy,
             roles=[{"namespace": target.namespace, "name": target.name} for target in targets],
-            job={"name": spec.job.name, "uid": job_uid},
+            job={"name": job_name, "uid": job_uid},
             activatedAt=timestamp(activated),
             expiresAt=timestamp(expires_at),
         )
@@ -384,6 +402,11 @@ class Reconciler:
                 spec = None
             try:
                 await self.remove_objects(grant, self._namespaces_of(grant, spec, status))
+                # A Job the grant created goes with it (its Pods too); a named Job is never ours to delete.
+                if not await self.api.delete_labelled(
+                    JOBS, grant.namespace, {constants.LABEL_GRANT_UID: grant.uid}
+                ):
+                    raise NotYetGone(f"the Job of grant {grant.namespace}/{grant.name} remains")
             except NotYetGone as error:
                 raise kopf.TemporaryError(str(error), delay=2) from error
             self.scheduler.cancel(key)
@@ -434,6 +457,19 @@ class Reconciler:
             return await self.api.list(TASKGRANTS)
         found = await asyncio.gather(*(self.api.list(TASKGRANTS, ns) for ns in self.config.namespaces))
         return [grant for grants in found for grant in grants]
+
+    async def policy_changed(self, policy: str) -> None:
+        """Re-evaluate every grant the policy allows, and those being admitted right now.
+
+        Listed from the API rather than a watch-fed index, so a grant whose status names the policy
+        an instant ago is not missed; one still being admitted waits on its lock, then sees the change.
+        """
+        grants = []
+        for body in await self.list_grants():
+            status = parse_status(body.get("status"))
+            if status.phase is None or (status.phase not in TERMINAL_PHASES and status.policy == policy):
+                grants.append((body["metadata"]["namespace"], body["metadata"]["name"]))
+        await asyncio.gather(*(self.reconcile(namespace, name) for namespace, name in grants))
 
     async def report_policy_usage(self) -> None:
         """Write each policy's count of the Active grants it allows into its status.activeGrants."""

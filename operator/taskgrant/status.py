@@ -64,16 +64,31 @@ def status_patch(
     message: str,
     generation: int | None,
     now: datetime.datetime,
+    warning: str | None = None,
     **fields: Any,
 ) -> dict[str, Any]:
-    """A merge patch for the status subresource; extra fields are given in their CRD (camelCase) names."""
+    """A merge patch for the status subresource; extra fields are given in their CRD (camelCase) names.
+
+    A warning adds a `Warning` condition (True), which kstatus and GitOps tools ignore for health.
+    """
+    all_conditions = conditions(previous, phase, reason, message, generation, now)
+    if warning is not None:
+        all_conditions.append(
+            {
+                "type": "Warning",
+                "status": "True",
+                "reason": "AutomountedToken",
+                "message": warning,
+                "lastTransitionTime": timestamp(now),
+            }
+        )
     return {
         "status": {
             "phase": phase.value,
             "reason": reason,
             "message": message,
             "observedGeneration": previous.observed_generation or generation,
-            "conditions": conditions(previous, phase, reason, message, generation, now),
+            "conditions": all_conditions,
             **fields,
         }
     }

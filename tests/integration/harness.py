@@ -154,6 +154,7 @@ SECRET_RULE = {
 def grant_manifest(namespace: str, name: str, **spec: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"job": {"name": name}, "access": [{"rules": [SECRET_RULE]}]}
     body.update(spec)
+    body = {key: value for key, value in body.items() if value is not None}  # job=None: leave it out
     return {
         "apiVersion": "taskgrant.dev/v1alpha1",
         "kind": "TaskGrant",

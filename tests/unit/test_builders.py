@@ -1,3 +1,5 @@
+import datetime
+
 from taskgrant import builders, constants
 from taskgrant.models import GrantRef
 
@@ -116,3 +118,155 @@ def test_every_object_is_labelled_for_its_grant(grant: GrantRef) -> None:
     ]
     for obj in objects:
         assert obj["metadata"]["labels"][constants.LABEL_GRANT_UID] == grant.uid
+
+
+TOKEN_MOUNT = {
+    "name": "taskgrant-token",
+    "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+    "readOnly": True,
+}
+CA_AND_NAMESPACE = [
+    {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+    {
+        "downwardAPI": {
+            "items": [
+                {"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}
+            ]
+        }
+    },
+]
+# A realistic template: init container, two containers, existing volumes and mounts, labels.
+TEMPLATE = {
+    "metadata": {"labels": {"app": "release"}, "annotations": {"team": "ci"}},
+    "spec": {
+        "backoffLimit": 0,
+        "activeDeadlineSeconds": 900,
+        "template": {
+            "metadata": {"labels": {"app": "release"}},
+            "spec": {
+                "restartPolicy": "Never",
+                "initContainers": [
+                    {
+                        "name": "fetch",
+                        "image": "git",
+                        "volumeMounts": [{"name": "work", "mountPath": "/work"}],
+                    }
+                ],
+                "containers": [
+                    {
+                        "name": "sign",
+                        "image": "cosign",
+                        "args": ["sign"],
+                        "volumeMounts": [{"name": "work", "mountPath": "/work"}],
+                    },
+                    {"name": "sidecar", "image": "log-shipper"},
+                ],
+                "volumes": [{"name": "work", "emptyDir": {}}],
+            },
+        },
+    },
+}
+
+
+def test_job_from_template_changes_only_identity_and_token(grant: GrantRef) -> None:
+    spec = make_spec(
+        job=None, jobTemplate=TEMPLATE, token={"audiences": ["sigstore"], "expirationSeconds": 900}
+    )
+    job = builders.build_job(grant, spec)
+    assert job["metadata"] == {
+        "name": "release-42",
+        "namespace": "ci",
+        "labels": {"app": "release", **LABELS},
+        "ownerReferences": [OWNER],
+        "annotations": {"team": "ci"},
+    }
+    pod = job["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "release-42"
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["volumes"] == [
+        {"name": "work", "emptyDir": {}},
+        {
+            "name": "taskgrant-token",
+            "projected": {
+                "defaultMode": 0o444,
+                "sources": [
+                    {
+                        "serviceAccountToken": {
+                            "path": "token",
+                            "expirationSeconds": 900,
+                            "audience": "sigstore",
+                        }
+                    },
+                    *CA_AND_NAMESPACE,
+                ],
+            },
+        },
+    ]
+    assert pod["initContainers"][0]["volumeMounts"] == [{"name": "work", "mountPath": "/work"}, TOKEN_MOUNT]
+    assert pod["containers"][0]["volumeMounts"] == [{"name": "work", "mountPath": "/work"}, TOKEN_MOUNT]
+    assert pod["containers"][1]["volumeMounts"] == [TOKEN_MOUNT]
+    # Everything else exactly as written.
+    untouched = {k: v for k, v in job["spec"].items() if k != "template"}
+    assert untouched == {"backoffLimit": 0, "activeDeadlineSeconds": 900}
+    assert job["spec"]["template"]["metadata"] == {"labels": {"app": "release"}}
+    assert pod["containers"][0]["args"] == ["sign"] and pod["restartPolicy"] == "Never"
+    # The template held by the spec is not modified by building.
+    assert "serviceAccountName" not in spec.job_template.spec["template"]["spec"]  # type: ignore[union-attr]
+
+
+def test_default_token_is_the_api_server_audience_for_ten_minutes(grant: GrantRef) -> None:
+    spec = make_spec(job=None, jobTemplate=TEMPLATE)
+    [*_, volume] = builders.build_job(grant, spec)["spec"]["template"]["spec"]["volumes"]
+    assert volume["projected"]["sources"][0] == {
+        "serviceAccountToken": {"path": "token", "expirationSeconds": 600}
+    }
+
+
+def test_each_audience_gets_its_own_token_file_and_custom_mount_path(grant: GrantRef) -> None:
+    spec = make_spec(
+        job=None,
+        jobTemplate=TEMPLATE,
+        token={"audiences": ["a.example", "b.example"], "mountPath": "/var/run/secrets/task"},
+    )
+    pod = builders.build_job(grant, spec)["spec"]["template"]["spec"]
+    tokens = [s["serviceAccountToken"] for s in pod["volumes"][-1]["projected"]["sources"][:2]]
+    assert tokens == [
+        {"path": "token", "expirationSeconds": 600, "audience": "a.example"},
+        {"path": "token-1", "expirationSeconds": 600, "audience": "b.example"},
+    ]
+    assert pod["containers"][1]["volumeMounts"] == [{**TOKEN_MOUNT, "mountPath": "/var/run/secrets/task"}]
+
+
+def test_context_lands_on_the_service_account(grant: GrantRef) -> None:
+    spec = make_spec(
+        job=None,
+        jobTemplate=TEMPLATE,
+        access=[],
+        token={"audiences": ["tickets"]},
+        context={"caseId": "4711", "system": "jira"},
+    )
+    assert builders.build_service_account(grant, spec)["metadata"]["annotations"] == {
+        "context.taskgrant.dev/caseId": "4711",
+        "context.taskgrant.dev/system": "jira",
+    }
+    assert builders.build_roles(grant, spec) == [] and builders.build_role_bindings(grant, spec) == []
+
+
+def test_events_name_the_grant() -> None:
+    body = {
+        "apiVersion": "taskgrant.dev/v1alpha1",
+        "kind": "TaskGrant",
+        "metadata": {"name": "g", "namespace": "ci", "uid": "u"},
+    }
+    now = datetime.datetime(2026, 12, 1, 2, 0, tzinfo=datetime.UTC)
+    event = builders.build_event(body, "Warning", "Denied", "PolicyDenied: nope", now)
+    assert event["involvedObject"] == {
+        "apiVersion": "taskgrant.dev/v1alpha1",
+        "kind": "TaskGrant",
+        "name": "g",
+        "namespace": "ci",
+        "uid": "u",
+    }
+    assert (event["type"], event["reason"], event["message"]) == ("Warning", "Denied", "PolicyDenied: nope")
+    assert event["metadata"]["namespace"] == "ci" and event["metadata"]["name"].startswith("g.")
+    assert event["firstTimestamp"] == event["lastTimestamp"] == "2026-12-01T02:00:00Z"

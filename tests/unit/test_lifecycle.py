@@ -13,12 +13,22 @@ HOUR = datetime.timedelta(hours=1)
 T0 = CREATED + datetime.timedelta(minutes=1)
 
 
-def job(uid: str = "job-uid", *conditions: str, deleting: bool = False) -> dict[str, Any]:
+def job(
+    uid: str = "job-uid",
+    *conditions: str,
+    deleting: bool = False,
+    account: str = "release-42",
+    automount: bool | None = None,
+) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": "release-42", "uid": uid}
     if deleting:
         meta["deletionTimestamp"] = "2026-12-01T02:05:00Z"
+    pod: dict[str, Any] = {"serviceAccountName": account, "containers": [{"name": "main", "image": "x"}]}
+    if automount is not None:
+        pod["automountServiceAccountToken"] = automount
     return {
         "metadata": meta,
+        "spec": {"template": {"spec": pod}},
         "status": {"conditions": [{"type": kind, "status": "True"} for kind in conditions]},
     }
 
@@ -91,7 +101,7 @@ def test_a_job_finished_before_activation_never_gets_access(grant: GrantRef, con
 
 def test_unfinished_conditions_do_not_count(grant: GrantRef) -> None:
     the_job = {
-        "metadata": {"uid": "j"},
+        **job("j"),
         "status": {
             "conditions": [{"type": "Complete", "status": "False"}, {"type": "Suspended", "status": "True"}]
         },
@@ -166,3 +176,45 @@ def test_effective_expiry_is_the_earliest_end(spec: dict[str, object], expected:
 def test_pending_expiry_counts_from_not_before() -> None:
     spec = make_spec(notBefore="2026-12-01T04:00:00Z")
     assert lifecycle.pending_expiry(spec, CREATED, HOUR) == CREATED + 3 * HOUR
+
+
+def test_a_named_job_must_run_as_the_grant_service_account(grant: GrantRef) -> None:
+    decision = decide(grant, PENDING, job(account="deployer"), T0)
+    assert decision == lifecycle.Deny(
+        Reason.JOB_SERVICE_ACCOUNT_MISMATCH,
+        "Job release-42 runs as ServiceAccount deployer, not as the grant's release-42; no access given",
+    )
+    assert isinstance(
+        decide(grant, PENDING, job(account="signer"), T0, serviceAccountName="signer"), Activate
+    )
+
+
+def test_a_job_without_service_account_runs_as_default(grant: GrantRef) -> None:
+    the_job = job()
+    del the_job["spec"]["template"]["spec"]["serviceAccountName"]
+    decision = decide(grant, PENDING, the_job, T0)
+    assert isinstance(decision, lifecycle.Deny) and "runs as ServiceAccount default" in decision.message
+
+
+TEMPLATE = {
+    "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "m", "image": "x"}]}}}
+}
+
+
+def test_a_template_grant_activates_without_a_job_and_creates_it(grant: GrantRef) -> None:
+    decision = decide(grant, NEW, None, T0, job=None, jobTemplate=TEMPLATE)
+    assert decision == Activate(None, T0 + HOUR)
+    later = decide(grant, PENDING, None, T0, job=None, jobTemplate=TEMPLATE, notBefore="2026-12-01T02:10:00Z")
+    assert isinstance(later, Wait) and later.reason == Reason.WAITING_FOR_NOT_BEFORE
+
+
+def test_a_template_grant_whose_job_finished_before_activation_ends(grant: GrantRef) -> None:
+    decision = decide(grant, PENDING, job("j", "Complete"), T0, job=None, jobTemplate=TEMPLATE)
+    assert isinstance(decision, Revoke) and decision.reason == Reason.JOB_ALREADY_FINISHED
+
+
+def test_automount_warning_only_when_the_template_forces_it() -> None:
+    assert lifecycle.automount_warning(job()) is None
+    assert lifecycle.automount_warning(job(automount=False)) is None
+    warning = lifecycle.automount_warning(job(automount=True))
+    assert warning is not None and "automountServiceAccountToken: true" in warning

@@ -54,11 +54,16 @@ def test_unknown_fields_are_refused() -> None:
 def test_missing_job_is_named() -> None:
     with pytest.raises(ValidationError) as caught:
         parse_spec({"access": [{"rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]}]})
-    assert describe_validation_error(caught.value) == "spec.job: Field required"
+    assert (
+        describe_validation_error(caught.value)
+        == "spec: Value error, exactly one of job and jobTemplate must be set"
+    )
 
 
 def test_empty_access_is_refused() -> None:
-    assert "spec.access: List should have at least 1 item" in _error(access=[])
+    assert "access must have at least one entry, unless token.audiences names an external service" in _error(
+        access=[]
+    )
 
 
 def test_times_must_be_ordered_and_positive() -> None:
@@ -79,3 +84,88 @@ def test_names_must_be_dns_names() -> None:
             {"namespace": "Bad NS", "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]}
         ]
     )
+
+
+TEMPLATE = {
+    "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "x"}]}}}
+}
+
+
+def test_job_and_job_template_exclude_each_other() -> None:
+    assert "exactly one of job and jobTemplate must be set" in _error(jobTemplate=TEMPLATE)
+
+
+def test_token_needs_a_job_template() -> None:
+    assert "token needs jobTemplate" in _error(token={"audiences": ["tickets"]})
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        ({"expirationSeconds": 3607}, "3607 is refused: API servers silently extend it to a year"),
+        (
+            {"expirationSeconds": 599},
+            "spec.token.expirationSeconds: Input should be greater than or equal to 600",
+        ),
+        (
+            {"expirationSeconds": 86401},
+            "spec.token.expirationSeconds: Input should be less than or equal to 86400",
+        ),
+        ({"mountPath": "relative"}, "spec.token.mountPath: String should match pattern"),
+    ],
+)
+def test_token_limits(token: dict[str, object], message: str) -> None:
+    assert message in _error(job=None, jobTemplate=TEMPLATE, token=token)
+
+
+def test_external_audience_grants_may_have_no_rules() -> None:
+    spec = make_spec(
+        job=None,
+        jobTemplate=TEMPLATE,
+        access=[],
+        token={"audiences": ["tickets.example.com"]},
+        context={"caseId": "4711"},
+    )
+    assert spec.access == [] and spec.context == {"caseId": "4711"}
+    assert spec.effective_token.expiration_seconds == 600
+
+
+@pytest.mark.parametrize(
+    ("pod", "message"),
+    [
+        ({"serviceAccountName": "admin"}, "jobTemplate sets serviceAccountName"),
+        ({"serviceAccount": "admin"}, "jobTemplate sets serviceAccount"),
+        ({"containers": []}, "containers must list at least one container"),
+        (
+            {"volumes": [{"name": "taskgrant-token", "emptyDir": {}}]},
+            "already has a volume named taskgrant-token",
+        ),
+        (
+            {
+                "initContainers": [
+                    {
+                        "name": "init",
+                        "image": "x",
+                        "volumeMounts": [
+                            {"name": "sa", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount/"}
+                        ],
+                    }
+                ]
+            },
+            "jobTemplate initContainers init already mounts sa at /var/run/secrets/kubernetes.io/"
+            "serviceaccount",
+        ),
+    ],
+)
+def test_templates_that_would_conflict_are_refused(pod: dict[str, object], message: str) -> None:
+    template = {"spec": {"template": {"spec": {"containers": [{"name": "main", "image": "x"}], **pod}}}}
+    assert message in _error(job=None, jobTemplate=template)
+
+
+def test_a_custom_mount_path_moves_the_conflict_check() -> None:
+    mounts = [{"name": "sa", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]
+    template = {
+        "spec": {"template": {"spec": {"containers": [{"name": "m", "image": "x", "volumeMounts": mounts}]}}}
+    }
+    spec = make_spec(job=None, jobTemplate=template, token={"mountPath": "/var/run/secrets/taskgrant"})
+    assert spec.effective_token.mount_path == "/var/run/secrets/taskgrant"
