@@ -349,5 +349,7 @@ def test_parse_policies_sets_invalid_ones_aside() -> None:
     policies, invalid = parse_policies([policy("ok", {}), policy("bad", {}, maxDuration="soon")])
     assert [p.name for p in policies] == ["ok"]
     assert invalid == [
-        InvalidPolicy("bad", "spec.maxDuration: Value error, 'soon' is not a duration such as 90s, 15m or 1h30m")
+        InvalidPolicy(
+            "bad", "spec.maxDuration: Value error, 'soon' is not a duration such as 90s, 15m or 1h30m"
+        )
     ]
