@@ -249,7 +249,7 @@ class Verdict:
 
 def namespace_labels(name: str, known: Mapping[str, Mapping[str, str]]) -> Mapping[str, str]:
     """A namespace's labels; Kubernetes always sets kubernetes.io/metadata.name, even when unknown here."""
-    return {NAMESPACE_NAME_LABEL: name, **known.get(name, {})}
+    return {**known.get(name, {}), NAMESPACE_NAME_LABEL: name}
 
 
 def _policy_gaps(
