@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import kopf
 
-from taskgrant import constants
+from taskgrant import constants, metrics
 from taskgrant.kube import KubeApi
 from taskgrant.models import parse_duration
 from taskgrant.reconciler import Config
@@ -67,6 +67,20 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-format", choices=["plain", "full", "json"], default="full", help="log format")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="serve Prometheus metrics on this port at /metrics (default: 0, off)",
+    )
+    parser.add_argument(
+        "--watch-inactivity-timeout",
+        type=float,
+        default=70.0,
+        metavar="SECONDS",
+        help="reopen a watch-stream that delivered nothing for this long (default: 70)",
+    )
+    parser.add_argument(
         "--liveness", metavar="URL", help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz"
     )
 
@@ -76,7 +90,13 @@ def run(args: argparse.Namespace) -> None:
     kopf.configure(verbose=args.verbose, log_format=log_format[args.log_format])
     import taskgrant.handlers  # noqa: F401  # registers the handlers with kopf
 
-    config = Config(max_duration=args.max_duration, namespaces=tuple(args.namespace))
+    config = Config(
+        max_duration=args.max_duration,
+        namespaces=tuple(args.namespace),
+        watch_inactivity_timeout=args.watch_inactivity_timeout,
+    )
+    if args.metrics_port:
+        metrics.serve(args.metrics_port)
     api = KubeApi.from_environment(args.kubeconfig)  # kopf logs in with the same credentials
     asyncio.run(
         kopf.operator(

@@ -305,6 +305,18 @@ class ServedRequest:
         return f"{self.group}/{self.version}/{self.plural}" if self.group else f"{self.version}/{self.plural}"
 
 
+@attrs.frozen
+class Fault:
+    """An API failure to inject: the next `times` requests with this verb on this resource fail."""
+
+    verb: str  # as ServedRequest.verb: get, list, watch, create, patch, update, delete, deletecollection
+    plural: str
+    status: int
+    times: int = 1
+    retry_after: int | None = None
+    reason: str = "InternalError"
+
+
 def _verb(request: rendering.Request) -> str | None:
     if request.resource is None or request.resource.plural is None:
         return None  # discovery & non-resource URLs
@@ -346,6 +358,11 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     _log_floor: int = attrs.field(default=0, init=False)
     _wakeup: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
     _closing: bool = attrs.field(default=False, init=False)
+    _faults: dict[Fault, int] = attrs.field(factory=dict, init=False)  # each fault: how many more times
+    # Fault injection for watch-streams: see cut_watches() and silence_watches().
+    _watch_streams: int = attrs.field(default=0, init=False)
+    _watch_cuts: int = attrs.field(default=0, init=False)
+    _silenced_up_to: int = attrs.field(default=0, init=False)
     _results: dict[int, rendering.Payload] = attrs.field(factory=dict, init=False)
     _statuses: dict[int, int] = attrs.field(factory=dict, init=False)
     _custom: set[tuple[str, str, str]] = attrs.field(factory=set, init=False)
@@ -573,6 +590,31 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         if self._current(key) is None:
             raise _not_found(res, name)
         return self._delete_key(key)
+
+    def inject_fault(self, fault: Fault) -> None:
+        """Answer the next `fault.times` matching requests with `fault.status`, changing nothing."""
+        self._faults[fault] = self._faults.get(fault, 0) + fault.times
+
+    def _take_fault(self, request: rendering.Request) -> Fault | None:
+        verb, plural = _verb(request), request.resource.plural if request.resource else None
+        for fault, remaining in self._faults.items():
+            if remaining > 0 and fault.verb == verb and fault.plural == plural:
+                self._faults[fault] = remaining - 1
+                return fault
+        return None
+
+    def cut_watches(self) -> None:
+        """End every open watch-stream now, as a dropped connection or an API server restart would."""
+        self._watch_cuts += 1
+        self._wake()
+
+    def silence_watches(self) -> None:
+        """Keep every open watch-stream open but deliver nothing more on it (a hung connection).
+
+        Streams opened later work normally, so a client that detects the silence and reconnects recovers.
+        """
+        self._silenced_up_to = self._watch_streams
+        self._wake()
 
     def shutdown(self) -> None:
         """End all watch-streams, so that the HTTP server can stop without waiting for them."""
@@ -845,6 +887,19 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         # The state changes before the reactions (as in kmock), so that user reactions can intercept
         # the responses, but the stored objects & watch-streams stay consistent.
         res = request.resource
+        fault = self._take_fault(request)
+        if fault is not None:  # an injected failure changes nothing, as a failed request would not
+            headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
+            status = {
+                "apiVersion": "v1",
+                "kind": "Status",
+                "metadata": {},
+                "status": "Failure",
+                "code": fault.status,
+                "reason": fault.reason,
+                "message": "injected fault",
+            }
+            return aiohttp.web.json_response(status, status=fault.status, headers=headers)
         writing = request.method != enums.method.GET and request.subresource in (None, "status")
         if writing and res is not None and res.version is not None and res.plural is not None:
             if not self._known(res):
@@ -1026,6 +1081,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         timeout = float(params["timeoutSeconds"]) if params.get("timeoutSeconds") else None
         deadline = asyncio.get_running_loop().time() + timeout if timeout else None
         yield b""  # send the headers now: the stream is open even if nothing happens
+        self._watch_streams += 1
+        stream, cuts = self._watch_streams, self._watch_cuts
 
         position: int
         if since.isdigit() and int(since) > 0:
@@ -1054,6 +1111,11 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 }
 
         while not self._closing:
+            if self._watch_cuts != cuts:
+                return  # cut: the client sees the stream end and must watch again
+            if stream <= self._silenced_up_to:
+                await self._wakeup.wait()  # hung: open, but nothing is ever delivered again
+                continue
             if position < self._log_floor:
                 yield {
                     "type": "ERROR",
@@ -1303,6 +1365,15 @@ class EmulatedCluster:
             return fn()
 
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(run(), self._loop))
+
+    def inject_fault(self, fault: Fault) -> None:
+        self.call(lambda: self.emulator.inject_fault(fault))
+
+    def cut_watches(self) -> None:
+        self.call(self.emulator.cut_watches)
+
+    def silence_watches(self) -> None:
+        self.call(self.emulator.silence_watches)
 
     def objects(self, resource: ResourceArg, namespace: str | None = None) -> list[Obj]:
         """Current (non-deleted) objects of a resource, e.g. 'taskgrant.dev/v1alpha1/taskgrants'."""

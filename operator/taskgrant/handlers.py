@@ -33,6 +33,7 @@ async def configure(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
     )
     settings.posting.level = logging.WARNING  # our own events only, not kopf's per-handler chatter
     settings.batching.batch_window = 0.02  # revocation latency matters more than batching
+    settings.watching.inactivity_timeout = memo["config"].watch_inactivity_timeout
     reconciler = memo["reconciler"] = Reconciler(memo["api"], memo["config"])
     await reconciler.sweep_orphans()
     reconciler.scheduler.start()
@@ -89,6 +90,18 @@ async def job_changed(
     if grants and namespace is not None:
         job = None if event["type"] == "DELETED" else event["object"]
         await asyncio.gather(*(_reconciler(memo).reconcile(namespace, grant, job) for grant in grants))
+
+
+@kopf.on.event(
+    "", "v1", "serviceaccounts", labels={constants.LABEL_MANAGED_BY: constants.MANAGER}, id="account-changed"
+)
+async def account_changed(*, event: kopf.RawEvent, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    """A grant's ServiceAccount deleted (and maybe recreated by someone else) ends the grant."""
+    if event["type"] == "DELETED":
+        namespace = labels.get(constants.LABEL_GRANT_NAMESPACE)
+        name = labels.get(constants.LABEL_GRANT_NAME)
+        if namespace and name:
+            await _reconciler(memo).reconcile(namespace, name, account_gone=True)
 
 
 @kopf.on.event(*POLICIES, id="policy-changed")

@@ -23,7 +23,7 @@ from typing import Any
 import kopf
 import kubernetes
 
-from taskgrant import constants
+from taskgrant import constants, metrics
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +133,7 @@ class KubeApi:
 
     async def request(
         self,
+        verb: str,
         method: str,
         path: str,
         *,
@@ -140,11 +141,12 @@ class KubeApi:
         query: Mapping[str, str] | None = None,
         content_type: str = "application/json",
     ) -> dict[str, Any]:
-        """One API call, retried with jittered exponential backoff on 429 and 5xx."""
+        """One API call (`verb` as Kubernetes names it), retried with jittered backoff on 429 and 5xx."""
         loop = asyncio.get_running_loop()
         call = functools.partial(self._call, method, path, body, query or {}, content_type)
         for attempt in range(1, MAX_ATTEMPTS + 1):
             status, headers, data = await loop.run_in_executor(self._executor, call)
+            metrics.API_REQUESTS.labels(verb=verb, code=str(status)).inc()
             if status < 400:
                 return json.loads(data) if data else {}
             error = _error_from(status, data)
@@ -181,7 +183,7 @@ class KubeApi:
 
     async def get(self, resource: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:
         try:
-            return await self.request("GET", resource.path(namespace, name))
+            return await self.request("get", "GET", resource.path(namespace, name))
         except ApiError as error:
             if error.status == 404:
                 return None
@@ -191,7 +193,7 @@ class KubeApi:
         self, resource: Resource, namespace: str | None = None, labels: Mapping[str, str] | None = None
     ) -> list[dict[str, Any]]:
         query = {"labelSelector": label_selector(labels)} if labels else None
-        result = await self.request("GET", resource.path(namespace), query=query)
+        result = await self.request("list", "GET", resource.path(namespace), query=query)
         items: list[dict[str, Any]] = result.get("items") or []
         # Filter again client-side: a selector the server ignored must never widen what we act on.
         return [item for item in items if has_labels(item, labels or {})]
@@ -200,7 +202,7 @@ class KubeApi:
         """Create the object; on 409 return the existing one instead, with False for "not created"."""
         meta = body["metadata"]
         try:
-            return await self.request("POST", resource.path(meta.get("namespace")), body=body), True
+            return await self.request("create", "POST", resource.path(meta.get("namespace")), body=body), True
         except ApiError as error:
             if error.status != 409:
                 raise
@@ -213,7 +215,7 @@ class KubeApi:
         """Delete every object with these labels in one namespace; True once none is left."""
         query = {"labelSelector": label_selector(labels), "propagationPolicy": "Background"}
         try:
-            result = await self.request("DELETE", resource.path(namespace), query=query)
+            result = await self.request("deletecollection", "DELETE", resource.path(namespace), query=query)
         except ApiError as error:
             if error.status == 404:  # the namespace is gone, and its objects with it
                 return True
@@ -229,7 +231,11 @@ class KubeApi:
         subresource: str | None = None,
     ) -> dict[str, Any]:
         return await self.request(
-            "PATCH", resource.path(namespace, name, subresource), body=patch, content_type=MERGE_PATCH
+            "patch",
+            "PATCH",
+            resource.path(namespace, name, subresource),
+            body=patch,
+            content_type=MERGE_PATCH,
         )
 
 

@@ -122,8 +122,13 @@ def decide(
     job: Mapping[str, Any] | None,
     now: datetime.datetime,
     max_duration: datetime.timedelta,
+    account_gone: bool = False,
 ) -> Decision:
-    """What the grant needs now, given its Job as last seen (None: no such Job)."""
+    """What the grant needs now, given its Job as last seen (None: no such Job).
+
+    `account_gone`: the grant's ServiceAccount was deleted or replaced. A ServiceAccount recreated
+    under the same name would inherit the bindings, so an active grant ends at once.
+    """
     if status.phase in TERMINAL_PHASES:
         return Finished()
     if status.observed_generation is not None and grant.generation != status.observed_generation:
@@ -132,6 +137,10 @@ def decide(
 
     if status.phase == Phase.ACTIVE:
         expected_uid = status.job.uid if status.job else None
+        if account_gone:
+            return Revoke(
+                Reason.SERVICE_ACCOUNT_DELETED, "the grant's ServiceAccount was deleted or replaced"
+            )
         expiry = current_expiry(spec, status, now, max_duration)
         if now >= expiry:
             return Revoke(Reason.DEADLINE_EXCEEDED, f"expired at {expiry.isoformat()}")

@@ -56,6 +56,7 @@ class Reason(enum.StrEnum):
     DEADLINE_EXCEEDED = "DeadlineExceeded"
     SPEC_CHANGED = "SpecChanged"
     POLICY_REVOKED = "PolicyRevoked"
+    SERVICE_ACCOUNT_DELETED = "ServiceAccountDeleted"
     GRANT_DELETED = "GrantDeleted"
     # Denied
     INVALID_SPEC = "InvalidSpec"

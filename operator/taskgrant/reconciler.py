@@ -9,8 +9,10 @@ in the middle of a step repeats it harmlessly.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime
 import logging
+import time
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from taskgrant import builders, constants, lifecycle
+from taskgrant import builders, constants, lifecycle, metrics
 from taskgrant.kube import (
     EVENTS,
     JOBS,
@@ -49,6 +51,8 @@ from taskgrant.status import status_patch, timestamp, unchanged
 logger = logging.getLogger(__name__)
 
 GrantKey = tuple[str, str]
+# When the reconcile that is running began: revocation latency counts from there.
+NOTICED: contextvars.ContextVar[float] = contextvars.ContextVar("noticed")
 # Revocation order: nothing may stay bound to a Role or ServiceAccount being removed.
 REVOCATION_ORDER: tuple[Resource, ...] = (ROLE_BINDINGS, ROLES, SERVICE_ACCOUNTS)
 
@@ -68,6 +72,8 @@ UNSET = _Unset()
 class Config:
     max_duration: datetime.timedelta = datetime.timedelta(seconds=constants.DEFAULT_MAX_DURATION_SECONDS)
     namespaces: tuple[str, ...] = ()  # empty: every namespace
+    # A watch-stream silent this long is taken as hung and reopened (kopf's default: 70 s).
+    watch_inactivity_timeout: float = 70.0
 
 
 def _owned_by(obj: Mapping[str, Any], grant: GrantRef) -> bool:
@@ -89,15 +95,25 @@ class Reconciler:
         await self.reconcile(namespace, name)
 
     async def reconcile(
-        self, namespace: str, name: str, job: Mapping[str, Any] | _Unset | None = UNSET
+        self,
+        namespace: str,
+        name: str,
+        job: Mapping[str, Any] | _Unset | None = UNSET,
+        account_gone: bool = False,
     ) -> None:
-        """Bring one grant up to date; never raises: failures are retried by the scheduler."""
+        """Bring one grant up to date; never raises: failures are retried by the scheduler.
+
+        `job` is the grant's Job as an event just showed it (UNSET: read it); `account_gone` says the
+        grant's ServiceAccount was just deleted or replaced.
+        """
         key = (namespace, name)
         try:
             async with self._locks[key]:
-                await self._reconcile(namespace, name, job)
+                NOTICED.set(time.monotonic())
+                await self._reconcile(namespace, name, job, account_gone)
             self.scheduler.succeeded(key)
         except Exception as error:
+            metrics.RECONCILE_ERRORS.inc()
             delay = self.scheduler.retry(key)
             logger.warning(
                 "reconciling grant %s/%s failed (%s); retrying in %.1fs", namespace, name, error, delay
@@ -107,7 +123,9 @@ class Reconciler:
             if lock is not None and not lock.locked():
                 del self._locks[key]
 
-    async def _reconcile(self, namespace: str, name: str, job: Mapping[str, Any] | _Unset | None) -> None:
+    async def _reconcile(
+        self, namespace: str, name: str, job: Mapping[str, Any] | _Unset | None, account_gone: bool
+    ) -> None:
         body = await self.api.get(TASKGRANTS, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             self.scheduler.cancel((namespace, name))
@@ -137,7 +155,7 @@ class Reconciler:
         if isinstance(job, _Unset):
             job = await self.api.get(JOBS, namespace, spec.job_name(name))
         now = self.clock()
-        decision = lifecycle.decide(grant, spec, status, job, now, max_duration)
+        decision = lifecycle.decide(grant, spec, status, job, now, max_duration, account_gone)
         match decision:
             case lifecycle.Revoke(reason=reason, message=message):
                 await self._end(body, grant, spec, status, Phase.REVOKED, reason, message)
@@ -275,6 +293,7 @@ class Reconciler:
         if warning is not None:
             await self.post_event(body, "Warning", "AutomountedToken", warning)
         message = patch["status"]["message"]
+        metrics.ACTIVATIONS.labels(job_source="template" if spec.job_template else "named").inc()
         await self.post_event(body, "Normal", "Activated", self._with_reason(message, spec))
         logger.info(
             "grant %s/%s activated: %s", grant.namespace, grant.name, self._with_reason(message, spec)
@@ -323,6 +342,10 @@ class Reconciler:
         """Remove everything the grant created, and only then record the final phase."""
         await self.remove_objects(grant, self._namespaces_of(grant, spec, status))
         now = self.clock()
+        metrics.REVOCATION_SECONDS.observe(time.monotonic() - NOTICED.get(time.monotonic()))
+        if reason == Reason.DEADLINE_EXCEEDED and status.expires_at is not None:
+            metrics.DEADLINE_LATENESS_SECONDS.observe(max(0.0, (now - status.expires_at).total_seconds()))
+        metrics.REVOCATIONS.labels(phase=phase.value, reason=reason.value).inc()
         await self._write_status(
             body,
             status,
@@ -411,6 +434,7 @@ class Reconciler:
                 raise kopf.TemporaryError(str(error), delay=2) from error
             self.scheduler.cancel(key)
         if status.phase not in TERMINAL_PHASES:
+            metrics.REVOCATIONS.labels(phase=Phase.REVOKED.value, reason=Reason.GRANT_DELETED.value).inc()
             await self.post_event(
                 body,
                 "Normal",
@@ -472,12 +496,15 @@ class Reconciler:
         await asyncio.gather(*(self.reconcile(namespace, name) for namespace, name in grants))
 
     async def report_policy_usage(self) -> None:
-        """Write each policy's count of the Active grants it allows into its status.activeGrants."""
+        """Count grants by phase (a metric), and write each policy's Active grants to its status."""
         counts: Counter[str] = Counter()
+        phases: Counter[str] = Counter()
         for body in await self.list_grants():
             status = parse_status(body.get("status"))
+            phases[status.phase.value if status.phase else Phase.PENDING.value] += 1
             if status.phase == Phase.ACTIVE and status.policy:
                 counts[status.policy] += 1
+        metrics.count_phases(phases)
         for body in await self.api.list(TASKGRANT_POLICIES):
             meta = body["metadata"]
             wanted = {"activeGrants": counts[meta["name"]], "observedGeneration": meta.get("generation")}
