@@ -593,7 +593,10 @@ class ClusterEmulator(kmock.KubernetesEmulator):
 
     def inject_fault(self, fault: Fault) -> None:
         """Answer the next `fault.times` matching requests with `fault.status`, changing nothing."""
-        self._faults[fault] = self._faults.get(fault, 0) + fault.times
+        self._faults[fault] = fault.times
+
+    def clear_faults(self) -> None:
+        self._faults.clear()
 
     def _take_fault(self, request: rendering.Request) -> Fault | None:
         verb, plural = _verb(request), request.resource.plural if request.resource else None
@@ -1368,6 +1371,9 @@ class EmulatedCluster:
 
     def inject_fault(self, fault: Fault) -> None:
         self.call(lambda: self.emulator.inject_fault(fault))
+
+    def clear_faults(self) -> None:
+        self.call(self.emulator.clear_faults)
 
     def cut_watches(self) -> None:
         self.call(self.emulator.cut_watches)
