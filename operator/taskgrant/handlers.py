@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -60,7 +61,10 @@ async def shutdown(*, memo: kopf.Memo, **_: Any) -> None:
 def grants_by_job(
     *, namespace: str | None, name: str, spec: kopf.Spec, **_: Any
 ) -> dict[tuple[str | None, str], str]:
-    return {(namespace, spec.get("job", {}).get("name", "")): name}
+    # Runs on unvalidated specs too, so it trusts nothing. A jobTemplate's Job has the grant's name.
+    job = spec.get("job")
+    job_name = job.get("name") if isinstance(job, Mapping) else None
+    return {(namespace, job_name if isinstance(job_name, str) else name): name}
 
 
 @kopf.on.resume(*GRANTS, id="resume")
@@ -105,5 +109,8 @@ async def account_changed(*, event: kopf.RawEvent, labels: kopf.Labels, memo: ko
 
 
 @kopf.on.event(*POLICIES, id="policy-changed")
-async def policy_changed(*, name: str, memo: kopf.Memo, **_: Any) -> None:
-    await _reconciler(memo).policy_changed(name)
+async def policy_changed(
+    *, event: kopf.RawEvent, name: str, meta: kopf.Meta, memo: kopf.Memo, **_: Any
+) -> None:
+    generation = None if event["type"] == "DELETED" else meta.get("generation")
+    await _reconciler(memo).policy_changed(name, generation)

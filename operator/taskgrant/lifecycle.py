@@ -59,21 +59,32 @@ def truncate_to_seconds(moment: datetime.datetime) -> datetime.datetime:
     return moment.replace(microsecond=0)
 
 
+FOREVER = datetime.datetime.max.replace(tzinfo=datetime.UTC)
+
+
+def later(moment: datetime.datetime, delta: datetime.timedelta) -> datetime.datetime:
+    """moment + delta, saturating at the end of time instead of overflowing (notBefore in year 9999)."""
+    try:
+        return moment + delta
+    except OverflowError:
+        return FOREVER
+
+
 def pending_expiry(
     spec: TaskGrantSpec, created: datetime.datetime, max_duration: datetime.timedelta
 ) -> datetime.datetime:
     """A grant that never activates still ends: at its deadline, or the maximum after it could start."""
     start = max(created, spec.not_before) if spec.not_before else created
-    return min(filter(None, [spec.deadline, start + max_duration]))
+    return min(filter(None, [spec.deadline, later(start, max_duration)]))
 
 
 def active_expiry(
     spec: TaskGrantSpec, activated: datetime.datetime, max_duration: datetime.timedelta
 ) -> datetime.datetime:
     """Effective expiry: the earliest of deadline, activation + duration and activation + maximum."""
-    candidates = [spec.deadline, activated + max_duration]
+    candidates = [spec.deadline, later(activated, max_duration)]
     if spec.duration is not None:
-        candidates.append(activated + spec.duration)
+        candidates.append(later(activated, spec.duration))
     return min(filter(None, candidates))
 
 

@@ -75,7 +75,10 @@ def parse_duration(value: Any) -> Any:
     parts = dict.fromkeys("hms", 0) | {
         unit: int(amount) for amount, unit in re.findall(r"([0-9]+)([hms])", value)
     }
-    return datetime.timedelta(hours=parts["h"], minutes=parts["m"], seconds=parts["s"])
+    try:
+        return datetime.timedelta(hours=parts["h"], minutes=parts["m"], seconds=parts["s"])
+    except OverflowError:  # pydantic reports ValueError as a field error; an overflow would escape
+        raise ValueError(f"{value!r} is longer than any duration Python can represent") from None
 
 
 def format_duration(value: datetime.timedelta) -> str:

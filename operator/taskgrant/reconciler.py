@@ -88,6 +88,8 @@ class Reconciler:
         self.clock = clock
         self.scheduler = Scheduler(self._wake, clock)
         self._locks: defaultdict[GrantKey, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # A cache, not state: after a restart every policy is evaluated once more.
+        self._policy_generations: dict[str, int | None] = {}
 
     async def _wake(self, key: Hashable) -> None:
         assert isinstance(key, tuple)  # the scheduler only ever holds GrantKeys
@@ -482,12 +484,17 @@ class Reconciler:
         found = await asyncio.gather(*(self.api.list(TASKGRANTS, ns) for ns in self.config.namespaces))
         return [grant for grants in found for grant in grants]
 
-    async def policy_changed(self, policy: str) -> None:
+    async def policy_changed(self, policy: str, generation: int | None) -> None:
         """Re-evaluate every grant the policy allows, and those being admitted right now.
 
+        `generation` is None for a deleted policy. A policy event with a generation already evaluated
+        only changed its status (our own usage count), which re-evaluates nothing.
         Listed from the API rather than a watch-fed index, so a grant whose status names the policy
         an instant ago is not missed; one still being admitted waits on its lock, then sees the change.
         """
+        if generation is not None and self._policy_generations.get(policy) == generation:
+            return
+        self._policy_generations[policy] = generation
         grants = []
         for body in await self.list_grants():
             status = parse_status(body.get("status"))

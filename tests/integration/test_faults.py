@@ -1,4 +1,4 @@
-"""Faults: API errors, broken watch-streams, crashes mid-activation, tampering. Nothing leaks, nothing is lost."""
+"""Faults: API errors, broken watch-streams, crashes, tampering. Nothing leaks, nothing is lost."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from taskgrant.emulator import EmulatedCluster
@@ -120,8 +121,10 @@ def test_template_job_ends_the_grant_and_goes_with_it(api: Api, operator: Operat
     api.create_policy("tokens", **TOKEN_POLICY)
     api.create_grant(NS, "release-42", job=None, jobTemplate=TEMPLATE)
     wait_for_phase(api, NS, "release-42", "Active")
+    finished = time.monotonic()
     api.finish_job(NS, "release-42")
     assert wait_for_phase(api, NS, "release-42", "Revoked")["status"]["reason"] == "JobSucceeded"
+    assert time.monotonic() - finished < 2  # driven by the Job's own event, not a later sweep
     assert api.managed_objects() == []
     assert job_of(api, "release-42") is not None  # kept for its logs until the grant goes
     api.ok("DELETE", f"{GRANTS}/namespaces/{NS}/taskgrants/release-42")

@@ -169,3 +169,9 @@ def test_a_custom_mount_path_moves_the_conflict_check() -> None:
     }
     spec = make_spec(job=None, jobTemplate=template, token={"mountPath": "/var/run/secrets/taskgrant"})
     assert spec.effective_token.mount_path == "/var/run/secrets/taskgrant"
+
+
+def test_an_astronomical_duration_is_a_field_error() -> None:
+    assert _error(duration="24000000000h") == (
+        "spec.duration: Value error, '24000000000h' is longer than any duration Python can represent"
+    )
