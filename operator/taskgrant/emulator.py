@@ -25,6 +25,7 @@ import pathlib
 import random
 import re
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
@@ -297,6 +298,9 @@ class ServedRequest:
     verb: str | None  # the RBAC-style verb: get, list, watch, create, update, patch, delete, deletecollection
     status: int | None  # None while still streaming (watches)
     data: Any
+    user_agent: str
+    received: float  # time.monotonic() when the request arrived
+    answered: float | None  # time.monotonic() when its response was ready (None while streaming)
 
     @property
     def resource(self) -> str | None:
@@ -365,6 +369,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     _silenced_up_to: int = attrs.field(default=0, init=False)
     _results: dict[int, rendering.Payload] = attrs.field(factory=dict, init=False)
     _statuses: dict[int, int] = attrs.field(factory=dict, init=False)
+    _times: dict[int, tuple[float, float | None]] = attrs.field(factory=dict, init=False)
     _custom: set[tuple[str, str, str]] = attrs.field(factory=set, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -825,11 +830,14 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         try:
             if self.limit is not None and len(self._requests) >= self.limit:
                 raise apps.KMockError("Too many requests have been served so far.")
+            received = time.monotonic()
             request = await self._parse_request(raw_request, id=len(self._requests))
             self._requests.append(request)
+            self._times[request.id] = (received, None)
             try:
                 response = await self._handle(request)
                 self._statuses[request.id] = response.status
+                self._times[request.id] = (received, time.monotonic())
                 return response
             except rendering.StreamingError as e:
                 raw_response = e.args[0]
@@ -1429,6 +1437,9 @@ class EmulatedCluster:
                     subresource=req.subresource,
                     action=req.action.value.lower() if req.action else None,
                     verb=_verb(req),
+                    user_agent=_header(req, "User-Agent"),
+                    received=self.emulator._times[req.id][0],
+                    answered=self.emulator._times[req.id][1],
                     status=self.emulator._statuses.get(req.id),
                     data=copy.deepcopy(req.data),
                 )

@@ -26,6 +26,7 @@ RBAC = "/apis/rbac.authorization.k8s.io/v1"
 BATCH = "/apis/batch/v1"
 CORE = "/api/v1"
 MANAGED = "app.kubernetes.io/managed-by=taskgrant-operator"
+TEST_CLIENT = "taskgrant-tests"  # the User-Agent that tells the tests' own requests from the operator's
 
 
 class Api:
@@ -53,6 +54,7 @@ class Api:
                 "Content-Type": content_type,
                 "Accept": "application/json",
                 "Authorization": f"Bearer {self.token}",
+                "User-Agent": TEST_CLIENT,
             },
         )
         try:
