@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from taskgrant.models import Condition, Phase, TaskGrantStatus
+from taskgrant.models import TERMINAL_PHASES, Condition, Phase, TaskGrantStatus
 
 
 def timestamp(moment: datetime.datetime) -> str:
@@ -72,6 +72,8 @@ def status_patch(
     A warning adds a `Warning` condition (True), which kstatus and GitOps tools ignore for health.
     """
     all_conditions = conditions(previous, phase, reason, message, generation, now)
+    # The admitted generation while live (a newer one revokes the grant); the last seen once final.
+    observed = generation if phase in TERMINAL_PHASES else previous.observed_generation or generation
     if warning is not None:
         all_conditions.append(
             {
@@ -87,7 +89,7 @@ def status_patch(
             "phase": phase.value,
             "reason": reason,
             "message": message,
-            "observedGeneration": previous.observed_generation or generation,
+            "observedGeneration": observed,
             "conditions": all_conditions,
             **fields,
         }

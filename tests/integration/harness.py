@@ -200,6 +200,19 @@ def wait_for_phase(api: Api, namespace: str, name: str, phase: str, timeout: flo
     return wait_for(check, timeout, what=f"grant {namespace}/{name} to be {phase}")
 
 
+# Every API call an operator made in this test session: (verb, group, resource[/subresource]).
+# tests/integration/test_rbac_coverage.py checks them against the chart's RBAC, after all the others.
+OPERATOR_CALLS: set[tuple[str, str, str]] = set()
+
+
+def record_operator_calls(cluster: EmulatedCluster) -> None:
+    for request in cluster.requests():
+        if request.verb is None or request.plural is None or request.user_agent == TEST_CLIENT:
+            continue
+        resource = f"{request.plural}/{request.subresource}" if request.subresource else request.plural
+        OPERATOR_CALLS.add((request.verb, request.group or "", resource))
+
+
 class OperatorProcess:
     """The `taskgrant-operator` console script, as a user would start it, against the emulator."""
 
@@ -258,5 +271,6 @@ def operator_process(cluster: EmulatedCluster, tmp: Path, *args: str) -> Iterato
         yield operator
     finally:
         operator.stop()
+        record_operator_calls(cluster)
         logs = operator.logs()
         assert cluster.token not in logs, "a credential leaked into the operator's logs"

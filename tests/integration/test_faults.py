@@ -73,11 +73,12 @@ def test_persistent_errors_never_leave_partial_access(
     assert api.managed_objects() == []
 
 
+@pytest.mark.parametrize("plural", ["roles", "rolebindings"])
 def test_a_conflict_on_create_without_an_object_is_retried(
-    api: Api, operator: OperatorProcess, cluster: EmulatedCluster
+    api: Api, operator: OperatorProcess, cluster: EmulatedCluster, plural: str
 ) -> None:
     # A 409 whose object then cannot be read (it vanished in between) must not be taken as success.
-    cluster.inject_fault(Fault("create", "roles", 409, times=1, reason="AlreadyExists"))
+    cluster.inject_fault(Fault("create", plural, 409, times=1, reason="AlreadyExists"))
     api.create_job(NS, "release-42")
     api.create_grant(NS, "release-42")
     grant = wait_for_phase(api, NS, "release-42", "Active", timeout=20)
