@@ -33,6 +33,7 @@ MAX_GRANT_NAME_LENGTH = 63
 
 
 class Phase(enum.StrEnum):
+    AWAITING_APPROVAL = "AwaitingApproval"
     PENDING = "Pending"
     ACTIVE = "Active"
     REVOKED = "Revoked"
@@ -48,6 +49,8 @@ class Reason(enum.StrEnum):
     WAITING_FOR_NOT_BEFORE = "WaitingForNotBefore"
     # Active
     JOB_RUNNING = "JobRunning"
+    # AwaitingApproval
+    WAITING_FOR_APPROVAL = "WaitingForApproval"
     # Revoked
     JOB_SUCCEEDED = "JobSucceeded"
     JOB_FAILED = "JobFailed"
@@ -58,10 +61,14 @@ class Reason(enum.StrEnum):
     POLICY_REVOKED = "PolicyRevoked"
     SERVICE_ACCOUNT_DELETED = "ServiceAccountDeleted"
     GRANT_DELETED = "GrantDeleted"
+    MANUALLY_REVOKED = "ManuallyRevoked"
     # Denied
     INVALID_SPEC = "InvalidSpec"
     SERVICE_ACCOUNT_CONFLICT = "ServiceAccountConflict"
     NAME_CONFLICT = "NameConflict"
+    APPROVAL_DENIED = "ApprovalDenied"
+    APPROVAL_TIMEOUT = "ApprovalTimeout"
+    REQUESTER_LACKS_PERMISSION = "RequesterLacksPermission"
     JOB_SERVICE_ACCOUNT_MISMATCH = "JobServiceAccountMismatch"
     POLICY_DENIED = "PolicyDenied"
 
@@ -247,6 +254,17 @@ class TaskGrantSpec(Model):
         return self.job.name if self.job is not None else grant_name
 
 
+class ApprovalGrant(Model):
+    name: str = Field(min_length=1, max_length=63)
+    uid: str = Field(min_length=1, max_length=64)
+
+
+class TaskGrantApprovalSpec(Model):
+    grant: ApprovalGrant
+    decision: Literal["Approve", "Deny"]
+    comment: str | None = Field(default=None, max_length=1024)
+
+
 class NamespacedName(Model):
     namespace: str
     name: str
@@ -326,6 +344,25 @@ class RuleCeiling(Model):
         return self
 
 
+class Approvers(Model):
+    users: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
+        default_factory=list, max_length=64
+    )
+    groups: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
+        default_factory=list, max_length=64
+    )
+
+
+class ApprovalPolicy(Model):
+    required: bool
+    approvers: Approvers = Field(default_factory=Approvers)
+    count: int = Field(default=1, ge=1, le=16)
+    timeout: Duration = Field(default=datetime.timedelta(seconds=3600))
+
+    def lists(self, username: str, groups: list[str]) -> bool:
+        return username in self.approvers.users or any(group in self.approvers.groups for group in groups)
+
+
 class TaskGrantPolicySpec(Model):
     namespace_selector: LabelSelector
     target_namespaces: TargetNamespaces | None = None
@@ -335,6 +372,8 @@ class TaskGrantPolicySpec(Model):
         default_factory=list, max_length=32
     )
     max_token_expiration_seconds: int | None = Field(default=None, ge=MIN_TOKEN_SECONDS, le=MAX_TOKEN_SECONDS)
+    approval: ApprovalPolicy | None = None
+    require_requester_permissions: bool = False
 
     @model_validator(mode="after")
     def _check_duration(self) -> TaskGrantPolicySpec:

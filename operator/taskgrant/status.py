@@ -23,7 +23,7 @@ def _condition_states(phase: Phase) -> dict[str, bool]:
     return {
         "Ready": phase in (Phase.ACTIVE, Phase.REVOKED),
         "Active": phase == Phase.ACTIVE,
-        "Reconciling": phase == Phase.PENDING,
+        "Reconciling": phase in (Phase.AWAITING_APPROVAL, Phase.PENDING),
         "Stalled": phase == Phase.DENIED,
     }
 

@@ -8,7 +8,13 @@ import yaml
 from pydantic import BaseModel
 
 from taskgrant import constants
-from taskgrant.models import TaskGrantPolicySpec, TaskGrantPolicyStatus, TaskGrantSpec, TaskGrantStatus
+from taskgrant.models import (
+    TaskGrantApprovalSpec,
+    TaskGrantPolicySpec,
+    TaskGrantPolicyStatus,
+    TaskGrantSpec,
+    TaskGrantStatus,
+)
 
 CRDS = Path(__file__).parents[2] / "crds"
 CRD_PATH = CRDS / "taskgrants.yaml"
@@ -66,6 +72,7 @@ def model_schema(model: type[BaseModel]) -> dict[str, Any]:
         ("taskgrants.yaml", "status", TaskGrantStatus),
         ("taskgrantpolicies.yaml", "spec", TaskGrantPolicySpec),
         ("taskgrantpolicies.yaml", "status", TaskGrantPolicyStatus),
+        ("taskgrantapprovals.yaml", "spec", TaskGrantApprovalSpec),
     ],
 )
 def test_model_matches_crd(crd_file: str, part: str, model: type[BaseModel]) -> None:
