@@ -75,6 +75,22 @@ async def grant_changed(*, namespace: str | None, name: str, memo: kopf.Memo, **
     await _reconciler(memo).reconcile(namespace, name)
 
 
+@kopf.on.update(
+    *GRANTS, field=("metadata", "annotations", constants.ANNOTATION_REVOKE), id="revoke-requested"
+)
+async def revoke_requested(*, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+    assert namespace is not None  # TaskGrants are namespaced
+    await _reconciler(memo).reconcile(namespace, name)
+
+
+@kopf.on.event(constants.GROUP, constants.VERSION, constants.APPROVAL_PLURAL, id="approval-changed")
+async def approval_changed(*, namespace: str | None, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> None:
+    grant = spec.get("grant")
+    name = grant.get("name") if isinstance(grant, Mapping) else None
+    if namespace is not None and isinstance(name, str):
+        await _reconciler(memo).reconcile(namespace, name)
+
+
 @kopf.on.delete(*GRANTS, id="cleanup")
 async def grant_deleted(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     await _reconciler(memo).finalize(body)

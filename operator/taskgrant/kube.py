@@ -67,7 +67,9 @@ JOBS = Resource("batch", "v1", "jobs")
 EVENTS = Resource("", "v1", "events")
 NAMESPACES = Resource("", "v1", "namespaces", namespaced=False)
 TASKGRANTS = Resource(constants.GROUP, constants.VERSION, constants.PLURAL)
+TASKGRANT_APPROVALS = Resource(constants.GROUP, constants.VERSION, constants.APPROVAL_PLURAL)
 TASKGRANT_POLICIES = Resource(constants.GROUP, constants.VERSION, constants.POLICY_PLURAL, namespaced=False)
+CLUSTER_ROLE_BINDINGS = Resource("rbac.authorization.k8s.io", "v1", "clusterrolebindings", namespaced=False)
 
 
 class ApiError(Exception):

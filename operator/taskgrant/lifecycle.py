@@ -134,9 +134,11 @@ def decide(
     now: datetime.datetime,
     max_duration: datetime.timedelta,
     account_gone: bool = False,
+    started: datetime.datetime | None = None,
 ) -> Decision:
     """What the grant needs now, given its Job as last seen (None: no such Job).
 
+    `started`: when the grant could first start (its approval), else its creation.
     `account_gone`: the grant's ServiceAccount was deleted or replaced. A ServiceAccount recreated
     under the same name would inherit the bindings, so an active grant ends at once.
     """
@@ -164,7 +166,7 @@ def decide(
             )
         return Wait(Reason.JOB_RUNNING, f"Job {job_name} is running", expiry)
 
-    expiry = pending_expiry(spec, grant.created or now, max_duration)
+    expiry = pending_expiry(spec, started or grant.created or now, max_duration)
     if now >= expiry:
         return Revoke(Reason.DEADLINE_EXCEEDED, f"expired at {expiry.isoformat()} before activation")
     creates_job = spec.job_template is not None

@@ -284,6 +284,12 @@ class Condition(Model):
     observed_generation: int | None = None
 
 
+class RecordedApproval(Model):
+    name: str
+    approver: str
+    decision: str
+
+
 class TaskGrantStatus(Model):
     model_config = ConfigDict(extra="ignore")
 
@@ -294,6 +300,8 @@ class TaskGrantStatus(Model):
     policy: str | None = None
     roles: list[NamespacedName] = Field(default_factory=list)
     job: JobStatus | None = None
+    approved_at: AwareDatetime | None = None
+    approvals: list[RecordedApproval] = Field(default_factory=list)
     activated_at: AwareDatetime | None = None
     expires_at: AwareDatetime | None = None
     revoked_at: AwareDatetime | None = None

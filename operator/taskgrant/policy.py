@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from taskgrant.models import (
     MAX_GRANT_NAME_LENGTH,
+    ApprovalPolicy,
     LabelSelector,
     PolicyRule,
     Reason,
@@ -239,6 +240,7 @@ class Verdict:
     policy: str | None = None
     max_duration: datetime.timedelta | None = None
     reasons: list[str] = field(default_factory=list)
+    approval: ApprovalPolicy | None = None  # the allowing policy's approval requirement
 
     @property
     def message(self) -> str:
@@ -327,7 +329,7 @@ def evaluate(
     for policy in governing:
         gaps = _policy_gaps(grant_namespace, spec, policy.spec, labels_of)
         if not gaps:
-            return Verdict(True, policy.name, policy.spec.max_duration)
+            return Verdict(True, policy.name, policy.spec.max_duration, approval=policy.spec.approval)
         reasons += [f"policy {policy.name}: {gap}" for gap in gaps]
     return Verdict(False, reasons=reasons)
 
@@ -378,6 +380,11 @@ class Admission:
     spec: TaskGrantSpec | None = None  # None when the grant is invalid
     policy: str | None = None
     max_duration: datetime.timedelta | None = None
+    approval: ApprovalPolicy | None = None
+
+    @property
+    def needs_approval(self) -> bool:
+        return self.approval is not None and self.approval.required
 
 
 def admission_verdict(
@@ -405,4 +412,6 @@ def admission_verdict(
     verdict = evaluate(grant_namespace, spec, policies, labels_of)
     if not verdict.allowed:
         return Admission(False, Reason.POLICY_DENIED, verdict.message, tuple(verdict.reasons), spec)
-    return Admission(True, None, verdict.message, (), spec, verdict.policy, verdict.max_duration)
+    return Admission(
+        True, None, verdict.message, (), spec, verdict.policy, verdict.max_duration, verdict.approval
+    )

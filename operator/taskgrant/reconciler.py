@@ -22,6 +22,7 @@ import kopf
 from pydantic import ValidationError
 
 from taskgrant import builders, constants, lifecycle, metrics
+from taskgrant.approvals import Identity, evaluate_approvals
 from taskgrant.kube import (
     EVENTS,
     JOBS,
@@ -29,6 +30,7 @@ from taskgrant.kube import (
     ROLE_BINDINGS,
     ROLES,
     SERVICE_ACCOUNTS,
+    TASKGRANT_APPROVALS,
     TASKGRANT_POLICIES,
     TASKGRANTS,
     KubeApi,
@@ -146,18 +148,37 @@ class Reconciler:
             # Before admission nothing exists yet: denied. After it, a policy change took it away.
             phase, reason = (
                 (Phase.DENIED, Reason.POLICY_DENIED)
-                if status.phase is None
+                if status.phase in (None, Phase.AWAITING_APPROVAL)
                 else (Phase.REVOKED, Reason.POLICY_REVOKED)
             )
             await self._end(body, grant, spec, status, phase, reason, admission.message)
             return
+        revoke_request = (body["metadata"].get("annotations") or {}).get(constants.ANNOTATION_REVOKE)
+        if revoke_request is not None:
+            await self._end(
+                body,
+                grant,
+                spec,
+                status,
+                Phase.REVOKED,
+                Reason.MANUALLY_REVOKED,
+                f"revoked on request: {revoke_request}",
+            )
+            return
+        started = status.approved_at
+        if admission.needs_approval and started is None:
+            started = await self._await_approval(body, grant, status, admission)
+            if started is None:
+                return  # still waiting, or denied
         max_duration = min(filter(None, [self.config.max_duration, admission.max_duration]))
-        if status.phase is None and not await self._create_service_account(body, grant, spec, status):
+        if status.phase in (None, Phase.AWAITING_APPROVAL) and not await self._create_service_account(
+            body, grant, spec, status
+        ):
             return
         if isinstance(job, _Unset):
             job = await self.api.get(JOBS, namespace, spec.job_name(name))
         now = self.clock()
-        decision = lifecycle.decide(grant, spec, status, job, now, max_duration, account_gone)
+        decision = lifecycle.decide(grant, spec, status, job, now, max_duration, account_gone, started)
         match decision:
             case lifecycle.Revoke(reason=reason, message=message):
                 await self._end(body, grant, spec, status, Phase.REVOKED, reason, message)
@@ -177,7 +198,7 @@ class Reconciler:
                         kept,
                     )
                 else:
-                    expiry = lifecycle.pending_expiry(spec, grant.created or now, max_duration)
+                    expiry = lifecycle.pending_expiry(spec, started or grant.created or now, max_duration)
                     patch = status_patch(
                         status,
                         Phase.PENDING,
@@ -214,6 +235,90 @@ class Reconciler:
             name: (ns["metadata"].get("labels") or {}) for name, ns in zip(names, found, strict=True) if ns
         }
         return admission_verdict(grant.namespace, grant.name, raw_spec, policies, labels)
+
+    async def _await_approval(
+        self, body: Mapping[str, Any], grant: GrantRef, status: TaskGrantStatus, admission: Admission
+    ) -> datetime.datetime | None:
+        """Count the grant's approvals; the moment it is approved, or None while it waits or is denied.
+
+        Nothing exists for the grant before approval, and its expiry clock only starts then.
+        """
+        assert admission.approval is not None and admission.spec is not None
+        policy = admission.approval
+        requester = Identity.from_annotations(body["metadata"], constants.REQUESTER_ANNOTATIONS)
+        now = self.clock()
+        state = evaluate_approvals(
+            grant, requester, await self.api.list(TASKGRANT_APPROVALS, grant.namespace), policy, now
+        )
+        recorded = {approval.name for approval in status.approvals}
+        for decision in state.counted:
+            if decision.name not in recorded:
+                comment = f": {decision.comment}" if decision.comment else ""
+                await self.post_event(
+                    body, "Normal", "ApprovalRecorded", f"{decision.decision} by {decision.approver}{comment}"
+                )
+        approvals = [{"name": d.name, "approver": d.approver, "decision": d.decision} for d in state.counted]
+        if state.denied_by is not None:
+            comment = f": {state.denied_by.comment}" if state.denied_by.comment else ""
+            await self._end(
+                body,
+                grant,
+                admission.spec,
+                status,
+                Phase.DENIED,
+                Reason.APPROVAL_DENIED,
+                f"denied by {state.denied_by.approver}{comment}",
+            )
+            return None
+        if state.approved:
+            await self.api.patch(
+                TASKGRANTS,
+                grant.namespace,
+                grant.name,
+                {"status": {"approvedAt": timestamp(now), "approvals": approvals}},
+                "status",
+            )
+            await self.post_event(body, "Normal", "Approved", f"approved by {', '.join(state.approvers)}")
+            return lifecycle.truncate_to_seconds(now)
+        assert state.deadline is not None
+        if now >= state.deadline:
+            await self._end(
+                body,
+                grant,
+                admission.spec,
+                status,
+                Phase.DENIED,
+                Reason.APPROVAL_TIMEOUT,
+                f"not approved by {timestamp(state.deadline)}",
+            )
+            return None
+        missing = policy.count - len(state.approvers)
+        listed = [
+            *(f"user {u}" for u in policy.approvers.users),
+            *(f"group {g}" for g in policy.approvers.groups),
+        ]
+        message = (
+            f"needs {missing} more approval(s) from {', '.join(listed) or 'nobody (no approvers listed)'}"
+        )
+        if state.ignored:
+            message += f"; ignored: {'; '.join(state.ignored)}"
+        await self._write_status(
+            body,
+            status,
+            status_patch(
+                status,
+                Phase.AWAITING_APPROVAL,
+                Reason.WAITING_FOR_APPROVAL,
+                message,
+                grant.generation,
+                now,
+                policy=admission.policy,
+                approvals=approvals,
+                expiresAt=timestamp(state.deadline),
+            ),
+        )
+        self.scheduler.schedule((grant.namespace, grant.name), state.deadline)
+        return None
 
     async def _create_service_account(
         self, body: Mapping[str, Any], grant: GrantRef, spec: TaskGrantSpec, status: TaskGrantStatus

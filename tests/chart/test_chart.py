@@ -268,8 +268,8 @@ def test_escalate_and_bind_only_on_roles() -> None:
     default = permissions(operator_cluster_role(render(None)))
     assert {key: verbs - escalation[key] for key, verbs in granted.items()} == default
     # Policies are the only ceiling then: no grantable aggregation.
-    assert [d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRole"] == [
-        operator_cluster_role(docs)["metadata"]["name"]
+    assert not [
+        d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("-grantable")
     ]
 
 
@@ -280,7 +280,9 @@ def test_grantable_ceiling_is_aggregated_and_bound(values_file: Path | None) -> 
     if values_file is not None:
         values |= yaml.safe_load(values_file.read_text()) or {}
     roles = [d for d in docs if d["kind"] == "ClusterRole"]
-    [aggregated] = [r for r in roles if "aggregationRule" in r]
+    [aggregated] = [
+        r for r in roles if "aggregationRule" in r and r["metadata"]["name"].endswith("-grantable")
+    ]
     assert "rules" not in aggregated  # the controller manager owns them, not Helm
     assert aggregated["aggregationRule"]["clusterRoleSelectors"] == [
         {"matchLabels": {AGGREGATE_LABEL: "true"}}
@@ -375,3 +377,21 @@ def test_every_value_has_a_comment_and_a_schema() -> None:
 def test_every_value_is_in_the_chart_readme() -> None:
     readme = (CHART / "README.md").read_text()
     assert [path for path, _ in values_leaves() if f"`{path}`" not in readme] == []
+
+
+def test_approvers_get_an_aggregated_role_to_decide_with() -> None:
+    docs = render(None)
+    roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ClusterRole"}
+    approver = roles["taskgrant-operator-approver"]
+    assert approver["aggregationRule"]["clusterRoleSelectors"] == [
+        {"matchLabels": {"taskgrant.dev/aggregate-to-approver": "true"}}
+    ]
+    rules = roles["taskgrant-operator-approver-rules"]["rules"]
+    assert {
+        "apiGroups": ["taskgrant.dev"],
+        "resources": ["taskgrantapprovals"],
+        "verbs": ["get", "list", "watch", "create"],
+    } in rules
+    # Deciding never includes changing the grant itself, or anyone's RBAC.
+    assert all(set(rule["verbs"]) <= {"get", "list", "watch", "create"} for rule in rules)
+    assert all("taskgrantapprovals" in rule["resources"] or "create" not in rule["verbs"] for rule in rules)

@@ -1,0 +1,114 @@
+"""Approval decisions as pure functions: which TaskGrantApprovals count, and what they add up to.
+
+The admission webhook refuses self-approval and unlisted approvers before an approval is stored;
+the operator checks again here (defence in depth), so an approval that slipped past a webhook
+outage or a misconfiguration still counts for nothing.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from taskgrant import constants
+from taskgrant.lifecycle import later
+from taskgrant.models import ApprovalPolicy, GrantRef, TaskGrantApprovalSpec
+
+
+@dataclass(frozen=True)
+class Identity:
+    username: str
+    uid: str | None = None
+    groups: tuple[str, ...] = ()
+
+    @classmethod
+    def from_annotations(cls, meta: Mapping[str, Any], keys: tuple[str, str, str]) -> Identity | None:
+        """The identity the webhook stamped, or None where there is none (nothing can be trusted then)."""
+        annotations = meta.get("annotations") or {}
+        username_key, uid_key, groups_key = keys
+        username = annotations.get(username_key)
+        if not isinstance(username, str) or not username:
+            return None
+        try:
+            groups = json.loads(annotations.get(groups_key) or "[]")
+        except ValueError:
+            groups = []
+        clean = tuple(group for group in groups if isinstance(group, str)) if isinstance(groups, list) else ()
+        return cls(username, annotations.get(uid_key) or None, clean)
+
+    def same_person(self, other: Identity) -> bool:
+        return self.username == other.username or (self.uid is not None and self.uid == other.uid)
+
+
+@dataclass(frozen=True)
+class Decision:
+    name: str
+    approver: str
+    decision: str
+    comment: str | None
+
+
+@dataclass(frozen=True)
+class ApprovalState:
+    approved: bool
+    denied_by: Decision | None
+    counted: tuple[Decision, ...]  # every valid decision, in creation order
+    ignored: tuple[str, ...] = field(default=())  # why other approvals count for nothing
+    deadline: datetime.datetime | None = None
+
+    @property
+    def approvers(self) -> list[str]:
+        return [d.approver for d in self.counted if d.decision == "Approve"]
+
+
+def approval_deadline(grant: GrantRef, policy: ApprovalPolicy, now: datetime.datetime) -> datetime.datetime:
+    return later(grant.created or now, policy.timeout)
+
+
+def evaluate_approvals(
+    grant: GrantRef,
+    requester: Identity | None,
+    approvals: Iterable[Mapping[str, Any]],
+    policy: ApprovalPolicy,
+    now: datetime.datetime,
+) -> ApprovalState:
+    """Count the valid approvals: for this UID, by a stamped approver the policy lists, not the requester."""
+    counted: list[Decision] = []
+    ignored: list[str] = []
+    seen: set[str] = set()
+    for body in sorted(approvals, key=lambda b: str(b.get("metadata", {}).get("creationTimestamp", ""))):
+        meta = body.get("metadata", {})
+        name = str(meta.get("name"))
+        try:
+            spec = TaskGrantApprovalSpec.model_validate(body.get("spec") or {})
+        except ValidationError:
+            ignored.append(f"{name}: invalid")
+            continue
+        if spec.grant.name != grant.name:
+            continue
+        approver = Identity.from_annotations(meta, constants.APPROVER_ANNOTATIONS)
+        if spec.grant.uid != grant.uid:
+            ignored.append(f"{name}: for another grant of this name (uid {spec.grant.uid})")
+        elif approver is None:
+            ignored.append(f"{name}: no approver identity was stamped")
+        elif requester is not None and approver.same_person(requester):
+            ignored.append(f"{name}: self-approval by {approver.username}")
+        elif not policy.lists(approver.username, list(approver.groups)):
+            ignored.append(f"{name}: {approver.username} is not a listed approver")
+        elif approver.username not in seen:
+            seen.add(approver.username)
+            counted.append(Decision(name, approver.username, spec.decision, spec.comment))
+    denied_by = next((d for d in counted if d.decision == "Deny"), None)
+    approvals_given = sum(1 for d in counted if d.decision == "Approve")
+    return ApprovalState(
+        approved=denied_by is None and approvals_given >= policy.count,
+        denied_by=denied_by,
+        counted=tuple(counted),
+        ignored=tuple(ignored),
+        deadline=approval_deadline(grant, policy, now),
+    )
