@@ -362,7 +362,10 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     _log_floor: int = attrs.field(default=0, init=False)
     _wakeup: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
     _closing: bool = attrs.field(default=False, init=False)
-    _faults: dict[Fault, int] = attrs.field(factory=dict, init=False)  # each fault: how many more times
+    _faults: dict[Fault, int] = attrs.field(factory=dict, init=False)
+    _access: set[tuple[str | None, ...]] = attrs.field(
+        factory=set, init=False
+    )  # see allow_access()  # each fault: how many more times
     # Fault injection for watch-streams: see cut_watches() and silence_watches().
     _watch_streams: int = attrs.field(default=0, init=False)
     _watch_cuts: int = attrs.field(default=0, init=False)
@@ -602,6 +605,26 @@ class ClusterEmulator(kmock.KubernetesEmulator):
 
     def clear_faults(self) -> None:
         self._faults.clear()
+
+    def allow_access(
+        self, user: str, verb: str, group: str, resource: str, namespace: str | None = None
+    ) -> None:
+        """Make SubjectAccessReviews allow this (namespace None: in every namespace).
+
+        This is not RBAC evaluation: tests say what a user may do, and reviews answer from that list.
+        """
+        self._access.add((user, verb, group, resource, namespace))
+
+    def _review_access(self, review: Mapping[str, Any]) -> dict[str, Any]:
+        spec = review.get("spec") or {}
+        attributes = spec.get("resourceAttributes") or {}
+        resource = attributes.get("resource", "")
+        if attributes.get("subresource"):
+            resource += f"/{attributes['subresource']}"
+        wanted = (spec.get("user"), attributes.get("verb"), attributes.get("group", ""), resource)
+        allowed = (*wanted, attributes.get("namespace")) in self._access or (*wanted, None) in self._access
+        reason = "allowed by the emulator's access list" if allowed else "not in the emulator's access list"
+        return {**review, "status": {"allowed": allowed, "reason": reason}}
 
     def _take_fault(self, request: rendering.Request) -> Fault | None:
         verb, plural = _verb(request), request.resource.plural if request.resource else None
@@ -898,6 +921,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         # The state changes before the reactions (as in kmock), so that user reactions can intercept
         # the responses, but the stored objects & watch-streams stay consistent.
         res = request.resource
+        if res is not None and (res.group, res.plural) == ("authorization.k8s.io", "subjectaccessreviews"):
+            return aiohttp.web.json_response(self._review_access(self._body(request)), status=201)
         fault = self._take_fault(request)
         if fault is not None:  # an injected failure changes nothing, as a failed request would not
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
@@ -1382,6 +1407,11 @@ class EmulatedCluster:
 
     def clear_faults(self) -> None:
         self.call(self.emulator.clear_faults)
+
+    def allow_access(
+        self, user: str, verb: str, group: str, resource: str, namespace: str | None = None
+    ) -> None:
+        self.call(lambda: self.emulator.allow_access(user, verb, group, resource, namespace))
 
     def cut_watches(self) -> None:
         self.call(self.emulator.cut_watches)

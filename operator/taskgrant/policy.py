@@ -241,6 +241,7 @@ class Verdict:
     max_duration: datetime.timedelta | None = None
     reasons: list[str] = field(default_factory=list)
     approval: ApprovalPolicy | None = None  # the allowing policy's approval requirement
+    check_requester: bool = False  # the allowing policy's requireRequesterPermissions
 
     @property
     def message(self) -> str:
@@ -329,7 +330,13 @@ def evaluate(
     for policy in governing:
         gaps = _policy_gaps(grant_namespace, spec, policy.spec, labels_of)
         if not gaps:
-            return Verdict(True, policy.name, policy.spec.max_duration, approval=policy.spec.approval)
+            return Verdict(
+                True,
+                policy.name,
+                policy.spec.max_duration,
+                approval=policy.spec.approval,
+                check_requester=policy.spec.require_requester_permissions,
+            )
         reasons += [f"policy {policy.name}: {gap}" for gap in gaps]
     return Verdict(False, reasons=reasons)
 
@@ -381,6 +388,7 @@ class Admission:
     policy: str | None = None
     max_duration: datetime.timedelta | None = None
     approval: ApprovalPolicy | None = None
+    check_requester: bool = False
 
     @property
     def needs_approval(self) -> bool:
@@ -413,5 +421,44 @@ def admission_verdict(
     if not verdict.allowed:
         return Admission(False, Reason.POLICY_DENIED, verdict.message, tuple(verdict.reasons), spec)
     return Admission(
-        True, None, verdict.message, (), spec, verdict.policy, verdict.max_duration, verdict.approval
+        True,
+        None,
+        verdict.message,
+        (),
+        spec,
+        verdict.policy,
+        verdict.max_duration,
+        verdict.approval,
+        verdict.check_requester,
     )
+
+
+MAX_ACCESS_REVIEWS = 256
+
+
+def access_reviews(grant_namespace: str, spec: TaskGrantSpec) -> list[tuple[str, dict[str, str]]]:
+    """One SubjectAccessReview's resourceAttributes per requested (namespace, group, resource, verb, name),
+    each with the rule path it checks. Raises ValueError past MAX_ACCESS_REVIEWS."""
+    reviews = []
+    for e, entry in enumerate(spec.access):
+        namespace = entry.namespace or grant_namespace
+        for r, rule in enumerate(entry.rules):
+            for group in rule.api_groups:
+                for resource in rule.resources:
+                    base, _, subresource = resource.partition("/")
+                    for verb in rule.verbs:
+                        for name in rule.resource_names or [""]:
+                            attributes = {
+                                "namespace": namespace,
+                                "verb": verb,
+                                "group": group,
+                                "resource": base,
+                            }
+                            if subresource:
+                                attributes["subresource"] = subresource
+                            if name:
+                                attributes["name"] = name
+                            reviews.append((rule_path(e, r), attributes))
+    if len(reviews) > MAX_ACCESS_REVIEWS:
+        raise ValueError(f"{len(reviews)} permission checks exceed {MAX_ACCESS_REVIEWS}; ask for less")
+    return reviews

@@ -30,6 +30,7 @@ from taskgrant.kube import (
     ROLE_BINDINGS,
     ROLES,
     SERVICE_ACCOUNTS,
+    SUBJECT_ACCESS_REVIEWS,
     TASKGRANT_APPROVALS,
     TASKGRANT_POLICIES,
     TASKGRANTS,
@@ -46,7 +47,7 @@ from taskgrant.models import (
     parse_spec,
     parse_status,
 )
-from taskgrant.policy import Admission, admission_verdict, namespaces_to_label, parse_policies
+from taskgrant.policy import Admission, access_reviews, admission_verdict, namespaces_to_label, parse_policies
 from taskgrant.scheduler import Clock, Scheduler, utcnow
 from taskgrant.status import status_patch, timestamp, unchanged
 
@@ -165,6 +166,13 @@ class Reconciler:
                 f"revoked on request: {revoke_request}",
             )
             return
+        if status.phase is None and admission.check_requester:
+            problem = await self._requester_lacks(body, grant, spec)
+            if problem is not None:
+                await self._end(
+                    body, grant, spec, status, Phase.DENIED, Reason.REQUESTER_LACKS_PERMISSION, problem
+                )
+                return
         started = status.approved_at
         if admission.needs_approval and started is None:
             started = await self._await_approval(body, grant, status, admission)
@@ -235,6 +243,47 @@ class Reconciler:
             name: (ns["metadata"].get("labels") or {}) for name, ns in zip(names, found, strict=True) if ns
         }
         return admission_verdict(grant.namespace, grant.name, raw_spec, policies, labels)
+
+    async def _requester_lacks(
+        self, body: Mapping[str, Any], grant: GrantRef, spec: TaskGrantSpec
+    ) -> str | None:
+        """Why the requester may not do themselves what they ask for, or None if they may."""
+        requester = Identity.from_annotations(body["metadata"], constants.REQUESTER_ANNOTATIONS)
+        if requester is None:
+            return "no requester identity was stamped (is the admission webhook installed?)"
+        try:
+            reviews = access_reviews(grant.namespace, spec)
+        except ValueError as error:
+            return str(error)
+        answers = await asyncio.gather(
+            *(
+                self.api.request(
+                    "create",
+                    "POST",
+                    SUBJECT_ACCESS_REVIEWS.path(),
+                    body={
+                        "apiVersion": "authorization.k8s.io/v1",
+                        "kind": "SubjectAccessReview",
+                        "spec": {
+                            "user": requester.username,
+                            "uid": requester.uid,
+                            "groups": list(requester.groups),
+                            "resourceAttributes": attributes,
+                        },
+                    },
+                )
+                for _, attributes in reviews
+            )
+        )
+        for (path, attributes), answer in zip(reviews, answers, strict=True):
+            if not (answer.get("status") or {}).get("allowed"):
+                what = "/".join(filter(None, [attributes["resource"], attributes.get("subresource")]))
+                target = f" {attributes['name']}" if "name" in attributes else ""
+                return (
+                    f"{path}: {requester.username} may not {attributes['verb']} {what}{target} in "
+                    f"{attributes['namespace']} themselves"
+                )
+        return None
 
     async def _await_approval(
         self, body: Mapping[str, Any], grant: GrantRef, status: TaskGrantStatus, admission: Admission

@@ -203,3 +203,30 @@ def test_manual_revocation_ends_an_active_grant(api: Api, operator: OperatorProc
     assert revoked["status"]["reason"] == "ManuallyRevoked"
     assert revoked["status"]["message"] == "revoked on request: incident 77"
     assert api.managed_objects() == []
+
+
+def test_requesters_may_only_ask_for_what_they_could_do(
+    api: Api, operator: OperatorProcess, cluster: EmulatedCluster
+) -> None:
+    api.create_policy("own-rights-only", rules=RULES, requireRequesterPermissions=True)
+    cluster.allow_access("bob", "get", "", "secrets", NS)
+    api.create_job(NS, "by-bob")
+    request_grant(api, "by-bob", requester="bob")
+    assert wait_for_phase(api, NS, "by-bob", "Active")["status"]["policy"] == "own-rights-only"
+    api.create_job(NS, "by-eve")
+    request_grant(api, "by-eve", requester="eve")
+    denied = wait_for_phase(api, NS, "by-eve", "Denied")
+    assert denied["status"]["reason"] == "RequesterLacksPermission"
+    assert denied["status"]["message"] == (
+        "spec.access[0].rules[0]: eve may not get secrets signing-key in ci themselves"
+    )
+    reviews = [r for r in cluster.requests() if r.plural == "subjectaccessreviews"]
+    assert [r.data["spec"]["user"] for r in reviews] == ["bob", "eve"]
+    assert reviews[0].data["spec"]["resourceAttributes"] == {
+        "namespace": NS,
+        "verb": "get",
+        "group": "",
+        "resource": "secrets",
+        "name": "signing-key",
+    }
+    assert [kind for kind, ns, name in api.managed_objects() if name.startswith("by-eve")] == []
