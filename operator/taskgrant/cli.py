@@ -83,6 +83,19 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--liveness", metavar="URL", help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz"
     )
+    parser.add_argument(
+        "--webhook-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="serve the admission webhook over HTTPS on this port, at /<handler id> (default: 0, off)",
+    )
+    parser.add_argument(
+        "--webhook-cert-dir",
+        metavar="DIR",
+        help="the webhook's certificate: DIR/tls.crt and DIR/tls.key, re-read when renewed "
+        "(default: a self-signed one for localhost, which needs the certbuilder package)",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -94,6 +107,8 @@ def run(args: argparse.Namespace) -> None:
         max_duration=args.max_duration,
         namespaces=tuple(args.namespace),
         watch_inactivity_timeout=args.watch_inactivity_timeout,
+        webhook_port=args.webhook_port,
+        webhook_cert_dir=args.webhook_cert_dir,
     )
     if args.metrics_port:
         metrics.serve(args.metrics_port)

@@ -9,7 +9,7 @@ from typing import Any
 
 import kopf
 
-from taskgrant import constants
+from taskgrant import constants, lifecycle, webhooks
 from taskgrant.kube import KubeApi
 from taskgrant.reconciler import Reconciler
 
@@ -35,6 +35,9 @@ async def configure(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
     settings.posting.level = logging.WARNING  # our own events only, not kopf's per-handler chatter
     settings.batching.batch_window = 0.02  # revocation latency matters more than batching
     settings.watching.inactivity_timeout = memo["config"].watch_inactivity_timeout
+    # The chart creates the webhook configurations (and the certificate): kopf only serves them.
+    settings.admission.server = webhooks.server(memo["config"])
+    settings.admission.managed = None
     reconciler = memo["reconciler"] = Reconciler(memo["api"], memo["config"])
     await reconciler.sweep_orphans()
     reconciler.scheduler.start()
@@ -61,10 +64,7 @@ async def shutdown(*, memo: kopf.Memo, **_: Any) -> None:
 def grants_by_job(
     *, namespace: str | None, name: str, spec: kopf.Spec, **_: Any
 ) -> dict[tuple[str | None, str], str]:
-    # Runs on unvalidated specs too, so it trusts nothing. A jobTemplate's Job has the grant's name.
-    job = spec.get("job")
-    job_name = job.get("name") if isinstance(job, Mapping) else None
-    return {(namespace, job_name if isinstance(job_name, str) else name): name}
+    return {(namespace, lifecycle.raw_job_name(spec, name)): name}
 
 
 @kopf.on.resume(*GRANTS, id="resume")
@@ -130,3 +130,48 @@ async def policy_changed(
 ) -> None:
     generation = None if event["type"] == "DELETED" else meta.get("generation")
     await _reconciler(memo).policy_changed(name, generation)
+
+
+# --- Admission webhook: who asked, who approved, and grants validated before they exist. ---
+# Handler ids are the URL paths (webhooks.PATHS) that the chart's webhook configurations call.
+APPROVALS = (constants.GROUP, constants.VERSION, constants.APPROVAL_PLURAL)
+
+
+@kopf.on.mutate(*GRANTS, id=webhooks.MUTATE_GRANT, operations=["CREATE"])
+def stamp_requester(
+    *, userinfo: kopf.UserInfo, patch: kopf.Patch, operation: str | None = None, **_: Any
+) -> None:
+    webhooks.stamp(operation, userinfo, patch, constants.REQUESTER_ANNOTATIONS)
+
+
+@kopf.on.validate(*GRANTS, id=webhooks.VALIDATE_GRANT, operations=["CREATE", "UPDATE"])
+async def validate_grant(
+    *,
+    userinfo: kopf.UserInfo,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    operation: str | None = None,
+    old: kopf.Body | None = None,
+    **_: Any,
+) -> None:
+    await webhooks.validate_grant(_reconciler(memo), operation, userinfo, body, old)
+
+
+@kopf.on.mutate(*APPROVALS, id=webhooks.MUTATE_APPROVAL, operations=["CREATE"])
+def stamp_approver(
+    *, userinfo: kopf.UserInfo, patch: kopf.Patch, operation: str | None = None, **_: Any
+) -> None:
+    webhooks.stamp(operation, userinfo, patch, constants.APPROVER_ANNOTATIONS)
+
+
+@kopf.on.validate(*APPROVALS, id=webhooks.VALIDATE_APPROVAL, operations=["CREATE", "UPDATE"])
+async def validate_approval(
+    *,
+    userinfo: kopf.UserInfo,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    operation: str | None = None,
+    old: kopf.Body | None = None,
+    **_: Any,
+) -> None:
+    await webhooks.validate_approval(_reconciler(memo), operation, userinfo, body, old)

@@ -97,6 +97,16 @@ def current_expiry(
     return min(status.expires_at, recomputed) if status.expires_at is not None else recomputed
 
 
+def raw_job_name(raw_spec: Mapping[str, Any], grant_name: str) -> str:
+    """The Job a grant's unvalidated spec names: spec.job.name, else (a jobTemplate) the grant's name.
+
+    For the paths that run before validation (the Job index, the early revocation check).
+    """
+    job = raw_spec.get("job")
+    name = job.get("name") if isinstance(job, Mapping) else None
+    return name if isinstance(name, str) else grant_name
+
+
 def job_outcome(job: Mapping[str, Any]) -> Reason | None:
     """JobSucceeded or JobFailed once the Job's conditions say it ended, else None."""
     for condition in job.get("status", {}).get("conditions") or []:

@@ -77,6 +77,8 @@ class Config:
     namespaces: tuple[str, ...] = ()  # empty: every namespace
     # A watch-stream silent this long is taken as hung and reopened (kopf's default: 70 s).
     watch_inactivity_timeout: float = 70.0
+    webhook_port: int = 0  # 0: no admission webhook
+    webhook_cert_dir: str | None = None  # tls.crt and tls.key (e.g. from cert-manager); None: self-signed
 
 
 def _owned_by(obj: Mapping[str, Any], grant: GrantRef) -> bool:
@@ -140,6 +142,32 @@ class Reconciler:
         if status.phase in TERMINAL_PHASES:
             self.scheduler.cancel((namespace, name))
             return
+        if status.phase in (Phase.PENDING, Phase.ACTIVE):
+            # Revoke first, ask later: an ended Job or a passed expiry needs no policy reads, and every
+            # read saved is taken off revocation latency. (The operator's own maximum is the looser
+            # bound here: a policy's shorter one is already in status.expiresAt.)
+            if isinstance(job, _Unset):
+                job = await self.api.get(
+                    JOBS, namespace, lifecycle.raw_job_name(body.get("spec") or {}, name)
+                )
+            try:
+                known = parse_spec(body.get("spec") or {})
+            except ValidationError:
+                known = None  # the admission below says why
+            if known is not None:
+                early = lifecycle.decide(
+                    grant,
+                    known,
+                    status,
+                    job,
+                    self.clock(),
+                    self.config.max_duration,
+                    account_gone,
+                    status.approved_at,
+                )
+                if isinstance(early, lifecycle.Revoke):
+                    await self._end(body, grant, known, status, Phase.REVOKED, early.reason, early.message)
+                    return
         admission = await self.admit(grant, body.get("spec") or {})
         spec = admission.spec
         if spec is None:

@@ -7,6 +7,7 @@ The chart's CRDs must be byte-identical to crds/, and deploy/install.yaml to a f
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import re
@@ -19,6 +20,9 @@ from typing import Any
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
+from cryptography import x509
+
+from taskgrant import webhooks
 
 from . import (
     CHART,
@@ -45,7 +49,19 @@ OBSERVABILITY = CI_DIR / "observability-values.yaml"
 NAMESPACED = CI_DIR / "namespaced-values.yaml"
 ESCALATE_AND_BIND = CI_DIR / "escalate-and-bind-values.yaml"
 # Kinds with no schema among Kubernetes' own, each from an optional CRD of another project.
-FOREIGN_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+FOREIGN_KINDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("cert-manager.io/v1", "Issuer"),
+    ("cert-manager.io/v1", "Certificate"),
+}
+# Value sets given with --set rather than a ci/ file.
+CERT_MANAGER = ("--set", "webhook.certManager.enabled=true")
+SET_VALUES = {"cert-manager": CERT_MANAGER, "no-webhook": ("--set", "webhook.enabled=false")}
+VALUE_SETS: list[tuple[Path | None, tuple[str, ...]]] = [
+    *((path, ()) for path in VALUE_FILES),
+    *((None, extra) for extra in SET_VALUES.values()),
+]
+VALUE_SET_IDS = [*("defaults" if path is None else path.name for path in VALUE_FILES), *SET_VALUES]
 AGGREGATE_LABEL = "taskgrant.dev/aggregate-to-grantable"
 RBAC = "rbac.authorization.k8s.io"
 
@@ -121,15 +137,17 @@ def strings(value: Any) -> Iterator[str]:
             yield from strings(item)
 
 
-@pytest.mark.parametrize("values_file", VALUE_FILES, ids=file_id)
-def test_lint_strict(values_file: Path | None) -> None:
-    result = helm("lint", "--strict", str(CHART), *values_args(values_file), check=False)
+@pytest.mark.parametrize(("values_file", "extra"), VALUE_SETS, ids=VALUE_SET_IDS)
+def test_lint_strict(values_file: Path | None, extra: tuple[str, ...]) -> None:
+    result = helm("lint", "--strict", str(CHART), *values_args(values_file), *extra, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("values_file", VALUE_FILES, ids=file_id)
-def test_manifests_are_valid_for_the_minimum_kubernetes(values_file: Path | None) -> None:
-    docs = render(values_file)
+@pytest.mark.parametrize(("values_file", "extra"), VALUE_SETS, ids=VALUE_SET_IDS)
+def test_manifests_are_valid_for_the_minimum_kubernetes(
+    values_file: Path | None, extra: tuple[str, ...]
+) -> None:
+    docs = render(values_file, *extra)
     assert {"CustomResourceDefinition", "Deployment", "ClusterRole"} <= kinds(docs)
     for doc in docs:
         where = f"{doc['kind']} {doc['metadata']['name']}"
@@ -173,13 +191,18 @@ def test_install_yaml_is_valid_and_complete() -> None:
     crds = {yaml.safe_load(path.read_text())["metadata"]["name"] for path in (ROOT / "crds").glob("*.yaml")}
     assert {doc["metadata"]["name"] for doc in docs if doc["kind"] == "CustomResourceDefinition"} == crds
     for doc in docs:
-        kubernetes_validate.validate(doc, min_kubernetes_version(), strict=True)
-        if doc["kind"] not in ("Namespace", "CustomResourceDefinition") and not doc["kind"].startswith(
-            "Cluster"
-        ):
+        if not doc["apiVersion"].startswith(
+            "cert-manager.io/"
+        ):  # no built-in schema for cert-manager's kinds
+            kubernetes_validate.validate(doc, min_kubernetes_version(), strict=True)
+        cluster_scoped = ("Namespace", "CustomResourceDefinition", *WEBHOOK_KINDS)
+        if doc["kind"] not in cluster_scoped and not doc["kind"].startswith("Cluster"):
             assert doc["metadata"]["namespace"] == INSTALL_NAMESPACE, doc["metadata"]["name"]
     # The examples are documentation, never installed.
     assert not {"TaskGrant", "TaskGrantPolicy", "Job"} & kinds(docs)
+    # No private key in the repository: the certificate comes from cert-manager.
+    assert "Secret" not in kinds(docs) and "PRIVATE KEY" not in INSTALL_YAML.read_text()
+    assert "Certificate" in kinds(docs)
 
 
 def test_kustomization_builds_install_yaml() -> None:
@@ -232,7 +255,9 @@ def test_metrics_port_only_with_metrics() -> None:
     assert "--metrics-port" not in container_args(render(None))
     args = container_args(render(OBSERVABILITY))
     assert args[args.index("--metrics-port") + 1] == "9090"
-    service = only(render(OBSERVABILITY), "Service")
+    service = only(
+        render(OBSERVABILITY), "Service", f"{only(render(None), 'Deployment')['metadata']['name']}-metrics"
+    )
     assert service["spec"]["ports"][0]["port"] == 9090
 
 
@@ -326,7 +351,9 @@ OPTIONAL_KINDS = {"Service", "ServiceMonitor", "NetworkPolicy", "PodDisruptionBu
 
 
 def test_optional_objects_are_off_by_default() -> None:
-    assert not OPTIONAL_KINDS & kinds(render(None))
+    docs = render(None)
+    webhook = webhook_service(docs)["metadata"]["name"]
+    assert not OPTIONAL_KINDS & {d["kind"] for d in docs if d["metadata"]["name"] != webhook}
 
 
 def test_optional_objects_render_when_enabled() -> None:
@@ -395,3 +422,161 @@ def test_approvers_get_an_aggregated_role_to_decide_with() -> None:
     # Deciding never includes changing the grant itself, or anyone's RBAC.
     assert all(set(rule["verbs"]) <= {"get", "list", "watch", "create"} for rule in rules)
     assert all("taskgrantapprovals" in rule["resources"] or "create" not in rule["verbs"] for rule in rules)
+
+
+# --- The admission webhook. ---
+
+WEBHOOK_KINDS = {"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"}
+# (configuration kind, resource) -> (path, operations): the operator's handler ids are the paths.
+WEBHOOK_RULES = {
+    ("MutatingWebhookConfiguration", "taskgrants"): (webhooks.MUTATE_GRANT, ["CREATE"]),
+    ("MutatingWebhookConfiguration", "taskgrantapprovals"): (webhooks.MUTATE_APPROVAL, ["CREATE"]),
+    ("ValidatingWebhookConfiguration", "taskgrants"): (webhooks.VALIDATE_GRANT, ["CREATE", "UPDATE"]),
+    ("ValidatingWebhookConfiguration", "taskgrantapprovals"): (
+        webhooks.VALIDATE_APPROVAL,
+        ["CREATE", "UPDATE"],
+    ),
+}
+
+
+def webhook_service(docs: tuple[Doc, ...]) -> Doc:
+    [service] = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"].endswith("-webhook")]
+    return service
+
+
+def webhook_entries(docs: tuple[Doc, ...]) -> Iterator[tuple[str, Doc]]:
+    for doc in docs:
+        if doc["kind"] in WEBHOOK_KINDS:
+            for entry in doc["webhooks"]:
+                yield doc["kind"], entry
+
+
+def cert_volume(docs: tuple[Doc, ...]) -> tuple[str, str]:
+    """The webhook certificate's Secret and where the operator reads it (--webhook-cert-dir)."""
+    pod = pod_spec(docs)
+    [container] = pod["containers"]
+    args = container_args(docs)
+    cert_dir = args[args.index("--webhook-cert-dir") + 1]
+    [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == cert_dir]
+    assert mount["readOnly"] is True
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    return volume["secret"]["secretName"], cert_dir
+
+
+def test_webhook_configurations_are_on_by_default_and_fail_closed() -> None:
+    docs = render(None)
+    service = webhook_service(docs)
+    [container] = pod_spec(docs)["containers"]
+    args = container_args(docs)
+    [port] = [p for p in container["ports"] if p["name"] == service["spec"]["ports"][0]["targetPort"]]
+    assert args[args.index("--webhook-port") + 1] == str(port["containerPort"]) == "9443"
+    found = {}
+    for kind, entry in webhook_entries(docs):
+        [rule] = entry["rules"]
+        assert rule["apiGroups"] == ["taskgrant.dev"] and rule["apiVersions"] == ["v1alpha1"]
+        [resource] = rule["resources"]
+        client = entry["clientConfig"]["service"]
+        assert (client["name"], client["namespace"], client["port"]) == (
+            service["metadata"]["name"],
+            INSTALL_NAMESPACE,
+            service["spec"]["ports"][0]["port"],
+        )
+        found[(kind, resource)] = (client["path"].lstrip("/"), rule["operations"])
+        assert entry["failurePolicy"] == "Fail"
+        assert entry["sideEffects"] == "None"
+        assert entry["matchPolicy"] == "Equivalent"
+        assert entry["timeoutSeconds"] == 5
+        assert entry["admissionReviewVersions"] == ["v1"]
+        assert "namespaceSelector" not in entry  # every namespace: the operator serves them all
+    assert found == WEBHOOK_RULES
+    assert sorted(path for path, _ in found.values()) == sorted(webhooks.PATHS)
+
+
+def check_self_signed_webhook(docs: tuple[Doc, ...]) -> None:
+    """The Secret holds a certificate for the webhook Service signed by the CA in every caBundle."""
+    secret_name, _ = cert_volume(docs)
+    secret = only(docs, "Secret", secret_name)
+    assert secret["type"] == "kubernetes.io/tls"
+    data = {key: base64.b64decode(value) for key, value in secret["data"].items()}
+    ca_bundles = {entry["clientConfig"]["caBundle"] for _, entry in webhook_entries(docs)}
+    assert ca_bundles == {secret["data"]["ca.crt"]}
+    ca = x509.load_pem_x509_certificate(data["ca.crt"])
+    served = x509.load_pem_x509_certificate(data["tls.crt"])
+    served.verify_directly_issued_by(ca)
+    service = webhook_service(docs)["metadata"]["name"]
+    names = served.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert f"{service}.{INSTALL_NAMESPACE}.svc" in names.get_values_for_type(x509.DNSName)
+    assert b"PRIVATE KEY" in data["tls.key"]
+
+
+def test_self_signed_mode_has_a_ca_bundle_and_a_secret() -> None:
+    docs = render(None)
+    assert all(entry["clientConfig"]["caBundle"] for _, entry in webhook_entries(docs))
+    check_self_signed_webhook(docs)
+    assert not {"Issuer", "Certificate"} & kinds(docs)
+
+
+def test_cert_manager_mode_injects_the_ca_and_has_no_secret() -> None:
+    docs = render(None, *CERT_MANAGER)
+    assert "Secret" not in kinds(docs)
+    secret_name, _ = cert_volume(docs)
+    certificate = only(docs, "Certificate")
+    assert certificate["spec"]["secretName"] == secret_name
+    service = webhook_service(docs)["metadata"]["name"]
+    assert f"{service}.{INSTALL_NAMESPACE}.svc" in certificate["spec"]["dnsNames"]
+    issuer = only(docs, "Issuer")
+    assert issuer["spec"] == {"selfSigned": {}}
+    assert certificate["spec"]["issuerRef"]["name"] == issuer["metadata"]["name"]
+    inject = f"{INSTALL_NAMESPACE}/{certificate['metadata']['name']}"
+    for doc in docs:
+        if doc["kind"] in WEBHOOK_KINDS:
+            assert doc["metadata"]["annotations"] == {"cert-manager.io/inject-ca-from": inject}
+    assert all("caBundle" not in entry["clientConfig"] for _, entry in webhook_entries(docs))
+
+
+def test_cert_manager_mode_with_an_issuer_of_ones_own() -> None:
+    docs = render(
+        None,
+        *CERT_MANAGER,
+        "--set",
+        "webhook.certManager.issuerRef.name=corp-ca",
+        "--set",
+        "webhook.certManager.issuerRef.kind=ClusterIssuer",
+    )
+    assert "Issuer" not in kinds(docs)
+    assert only(docs, "Certificate")["spec"]["issuerRef"] == {"name": "corp-ca", "kind": "ClusterIssuer"}
+    result = template(*CERT_MANAGER, "--set", "webhook.certManager.issuerRef.kind=ClusterIssuer", check=False)
+    assert result.returncode != 0 and "missing property 'name'" in result.stderr
+
+
+def test_no_webhook_without_webhook_enabled() -> None:
+    docs = render(None, "--set", "webhook.enabled=false")
+    assert not (WEBHOOK_KINDS | {"Secret", "Service"}) & kinds(docs)
+    assert not [arg for arg in container_args(docs) if arg.startswith("--webhook")]
+    assert [v["name"] for v in pod_spec(docs)["volumes"]] == ["tmp"]
+
+
+def test_webhooks_match_only_the_watched_namespaces() -> None:
+    values = yaml.safe_load(NAMESPACED.read_text())
+    for _, entry in webhook_entries(render(NAMESPACED)):
+        assert entry["namespaceSelector"] == {
+            "matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": values["watchNamespaces"]}
+            ]
+        }
+
+
+def test_network_policy_lets_the_api_server_reach_the_webhook() -> None:
+    ingress = only(render(OBSERVABILITY), "NetworkPolicy")["spec"]["ingress"]
+    assert [rule["ports"] for rule in ingress] == [
+        [{"port": "webhook", "protocol": "TCP"}],
+        [{"port": "metrics", "protocol": "TCP"}],
+    ]
+    assert "from" not in ingress[0]  # the API server's source address differs by cluster
+
+
+@pytest.mark.parametrize(
+    "values", ["webhook.failurePolicy=Open", "webhook.timeoutSeconds=31", "webhook.port=443"]
+)
+def test_schema_rejects_bad_webhook_values(values: str) -> None:
+    assert template("--set", values, check=False).returncode != 0

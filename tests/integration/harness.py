@@ -27,6 +27,7 @@ BATCH = "/apis/batch/v1"
 CORE = "/api/v1"
 MANAGED = "app.kubernetes.io/managed-by=taskgrant-operator"
 TEST_CLIENT = "taskgrant-tests"  # the User-Agent that tells the tests' own requests from the operator's
+OTHER_CLIENTS = (TEST_CLIENT, "kubectl-taskgrant/")  # requests that are not the operator's
 
 
 class Api:
@@ -207,7 +208,7 @@ OPERATOR_CALLS: set[tuple[str, str, str]] = set()
 
 def record_operator_calls(cluster: EmulatedCluster) -> None:
     for request in cluster.requests():
-        if request.verb is None or request.plural is None or request.user_agent == TEST_CLIENT:
+        if request.verb is None or request.plural is None or request.user_agent.startswith(OTHER_CLIENTS):
             continue
         resource = f"{request.plural}/{request.subresource}" if request.subresource else request.plural
         OPERATOR_CALLS.add((request.verb, request.group or "", resource))
