@@ -33,7 +33,6 @@ async def configure(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
         prefix=constants.ANNOTATION_PREFIX
     )
     settings.posting.level = logging.WARNING  # our own events only, not kopf's per-handler chatter
-    settings.batching.batch_window = 0.02  # revocation latency matters more than batching
     settings.watching.inactivity_timeout = memo["config"].watch_inactivity_timeout
     # The chart creates the webhook configurations (and the certificate): kopf only serves them.
     settings.admission.server = webhooks.server(memo["config"])

@@ -9,12 +9,13 @@ in the middle of a step repeats it harmlessly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import datetime
 import logging
 import time
-from collections import Counter, defaultdict
-from collections.abc import Hashable, Iterable, Mapping
+from collections import Counter
+from collections.abc import AsyncIterator, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,13 +87,33 @@ def _owned_by(obj: Mapping[str, Any], grant: GrantRef) -> bool:
     return bool(labels.get(constants.LABEL_GRANT_UID) == grant.uid)
 
 
+class GrantLocks:
+    """One asyncio.Lock per grant, dropped when its last user leaves (never while someone waits on it)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[GrantKey, asyncio.Lock] = {}
+        self._users: Counter[GrantKey] = Counter()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: GrantKey) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._users[key] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._users[key] -= 1
+            if not self._users[key]:
+                del self._users[key], self._locks[key]
+
+
 class Reconciler:
     def __init__(self, api: KubeApi, config: Config, clock: Clock = utcnow) -> None:
         self.api = api
         self.config = config
         self.clock = clock
         self.scheduler = Scheduler(self._wake, clock)
-        self._locks: defaultdict[GrantKey, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._locks = GrantLocks()
         # A cache, not state: after a restart every policy is evaluated once more.
         self._policy_generations: dict[str, int | None] = {}
 
@@ -115,7 +136,7 @@ class Reconciler:
         """
         key = (namespace, name)
         try:
-            async with self._locks[key]:
+            async with self._locks.hold(key):
                 NOTICED.set(time.monotonic())
                 await self._reconcile(namespace, name, job, account_gone)
             self.scheduler.succeeded(key)
@@ -125,10 +146,6 @@ class Reconciler:
             logger.warning(
                 "reconciling grant %s/%s failed (%s); retrying in %.1fs", namespace, name, error, delay
             )
-        finally:
-            lock = self._locks.get(key)
-            if lock is not None and not lock.locked():
-                del self._locks[key]
 
     async def _reconcile(
         self, namespace: str, name: str, job: Mapping[str, Any] | _Unset | None, account_gone: bool
@@ -470,6 +487,17 @@ class Reconciler:
                 if resource is JOBS:
                     job_uid = existing["metadata"]["uid"]
         assert job_uid is not None  # a named Job's uid came from the decision, a created one's from above
+        if self.clock() >= expires_at:  # it expired while the RBAC was being created (an API under load)
+            await self._end(
+                body,
+                grant,
+                spec,
+                status,
+                Phase.REVOKED,
+                Reason.DEADLINE_EXCEEDED,
+                f"expired at {timestamp(expires_at)} during activation",
+            )
+            return
         activated = lifecycle.truncate_to_seconds(now)
         patch = self._active_patch(grant, spec, status, job_uid, activated, expires_at, policy, now, warning)
         await self._write_status(body, status, patch)
@@ -601,7 +629,7 @@ class Reconciler:
         """The grant is being deleted: remove everything before kopf releases the finalizer."""
         grant = GrantRef.from_body(body)
         key = (grant.namespace, grant.name)
-        async with self._locks[key]:
+        async with self._locks.hold(key):
             status = parse_status(body.get("status"))
             try:
                 spec: TaskGrantSpec | None = parse_spec(body.get("spec") or {})
