@@ -18,7 +18,15 @@ from typing import Any, TypeVar
 
 import kopf
 
-from taskgrant.kube import JOBS, ROLE_BINDINGS, ROLES, SERVICE_ACCOUNTS, TASKGRANTS, KubeApi
+from taskgrant.kube import (
+    JOBS,
+    ROLE_BINDINGS,
+    ROLES,
+    SERVICE_ACCOUNTS,
+    TASKGRANT_POLICIES,
+    TASKGRANTS,
+    KubeApi,
+)
 from taskgrant.reconciler import Config
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
@@ -56,6 +64,20 @@ def job_manifest(name: str) -> dict[str, Any]:
     }
 
 
+POLICY = {
+    "apiVersion": "taskgrant.dev/v1alpha1",
+    "kind": "TaskGrantPolicy",
+    "metadata": {"name": "ci-secrets"},
+    "spec": {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}},
+        "rules": [
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "requireResourceNames": True}
+        ],
+        "maxDuration": "30m",
+    },
+}
+
+
 def grant_manifest(name: str, **spec: Any) -> dict[str, Any]:
     rule = {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["signing-key"], "verbs": ["get"]}
     return {
@@ -89,6 +111,11 @@ class Demo:
 
     async def gone(self, name: str) -> bool:
         return not await self.objects(name)
+
+    async def allow(self) -> None:
+        say("0. A cluster admin allows grants in ci to read named secrets, for 30 minutes at most")
+        say("   (grants are default-deny: without a TaskGrantPolicy nothing is ever granted).\n")
+        await self.api.create(TASKGRANT_POLICIES, POLICY)
 
     async def lifecycle_until_job_completes(self) -> None:
         say("1. A release pipeline asks for one secret, for one Job, for at most 15 minutes:")
@@ -159,6 +186,7 @@ async def demo(kubeconfig: Path) -> None:
     api = KubeApi.from_environment(str(kubeconfig))
     try:
         runner = Demo(api)
+        await runner.allow()
         await runner.lifecycle_until_job_completes()
         await runner.deadline_expiry()
     finally:
