@@ -309,6 +309,11 @@ class ServedRequest:
         return f"{self.group}/{self.version}/{self.plural}" if self.group else f"{self.version}/{self.plural}"
 
 
+class NoReactionError(NotImplementedError):
+    """kmock's protocol for "no reaction matched this request": its dispatch catches NotImplementedError
+    from nested handlers and falls back to the next one (kmock.RawHandler does the same)."""
+
+
 @attrs.frozen
 class Fault:
     """An API failure to inject: the next `times` requests with this verb on this resource fail."""
@@ -1014,7 +1019,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                     payload._disabled.set()
                 except NotImplementedError:
                     pass
-        raise NotImplementedError("Undefined server behaviour: no reaction matching the request is defined.")
+        raise NoReactionError("Undefined server behaviour: no reaction matching the request is defined.")
 
     def _sees(self, view: dsl.View, request: rendering.Request) -> bool:
         """Whether the request is visible through the view; same semantics as ``request in view``."""
