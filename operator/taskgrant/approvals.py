@@ -52,6 +52,11 @@ class Decision:
     decision: str
     comment: str | None
 
+    @property
+    def by(self) -> str:
+        """ "alice: the reason", or "alice" without a comment: how events and messages cite it."""
+        return f"{self.approver}: {self.comment}" if self.comment else self.approver
+
 
 @dataclass(frozen=True)
 class ApprovalState:

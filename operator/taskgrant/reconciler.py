@@ -347,13 +347,11 @@ class Reconciler:
         recorded = {approval.name for approval in status.approvals}
         for decision in state.counted:
             if decision.name not in recorded:
-                comment = f": {decision.comment}" if decision.comment else ""
                 await self.post_event(
-                    body, "Normal", "ApprovalRecorded", f"{decision.decision} by {decision.approver}{comment}"
+                    body, "Normal", "ApprovalRecorded", f"{decision.decision} by {decision.by}"
                 )
         approvals = [{"name": d.name, "approver": d.approver, "decision": d.decision} for d in state.counted]
         if state.denied_by is not None:
-            comment = f": {state.denied_by.comment}" if state.denied_by.comment else ""
             await self._end(
                 body,
                 grant,
@@ -361,7 +359,7 @@ class Reconciler:
                 status,
                 Phase.DENIED,
                 Reason.APPROVAL_DENIED,
-                f"denied by {state.denied_by.approver}{comment}",
+                f"denied by {state.denied_by.by}",
             )
             return None
         if state.approved:
