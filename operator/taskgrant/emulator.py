@@ -27,7 +27,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
@@ -379,6 +379,12 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     _statuses: dict[int, int] = attrs.field(factory=dict, init=False)
     _times: dict[int, tuple[float, float | None]] = attrs.field(factory=dict, init=False)
     _custom: set[tuple[str, str, str]] = attrs.field(factory=set, init=False)
+    # Keys of self._objects by resource and namespace, so that lists never scan the whole store.
+    _by_resource: dict[tuple[str, str, str], dict[str | None, dict[Key, None]]] = attrs.field(
+        factory=dict, init=False
+    )
+    _by_namespace: dict[str | None, dict[Key, None]] = attrs.field(factory=dict, init=False)
+    _indexed: int = attrs.field(default=0, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -427,12 +433,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
 
     def list_objects(self, resource: ResourceArg, namespace: str | None = None) -> list[Obj]:
         """Deep copies of the current (non-deleted) objects; namespace=None means all namespaces."""
-        rkey = _rkey(self.resolve(resource))
-        return [
-            copy.deepcopy(obj.raw)
-            for (res, ns, _), obj in self._objects.items()
-            if _rkey(res) == rkey and not obj.deleted and (namespace is None or ns == namespace)
-        ]
+        return [copy.deepcopy(obj) for obj in self._live(self.resolve(resource), namespace)]
 
     def get_object(self, resource: ResourceArg, name: str, namespace: str | None = None) -> Obj | None:
         res = self.resolve(resource)
@@ -533,6 +534,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             self._objects[key].create(obj)  # re-creation continues the soft-deleted history
         else:
             self._objects[key] = obj
+            self._index(key)
         self._emit(res, "ADDED", obj, None)
         return copy.deepcopy(obj)
 
@@ -673,6 +675,42 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         info = self._info(res)
         namespaced = info.namespaced if info is not None else None
         return (res, None if namespaced is False else namespace, name)
+
+    def _index(self, key: Key) -> None:
+        self._by_resource.setdefault(_rkey(key[0]), {}).setdefault(key[1], {})[key] = None
+        self._by_namespace.setdefault(key[1], {})[key] = None
+        self._indexed += 1
+
+    def _reindex(self) -> None:
+        """Catch up with keys that kmock itself (or a test's seeding) put into the store."""
+        if self._indexed != len(self._objects):
+            self._by_resource.clear()
+            self._by_namespace.clear()
+            self._indexed = 0
+            for key in list(self._objects.keys()):
+                self._index(key)
+
+    def _keys_of(self, res: kmock.resource, namespace: str | None) -> list[Key]:
+        """The keys (deleted ones too) of one resource, in one namespace or (None) in all of them."""
+        self._reindex()
+        scopes = self._by_resource.get(_rkey(res), {})
+        if namespace is not None:
+            return list(scopes.get(namespace, ()))
+        return [key for keys in scopes.values() for key in keys]
+
+    def _keys_in(self, namespace: str) -> list[Key]:
+        self._reindex()
+        return list(self._by_namespace.get(namespace, ()))
+
+    def _live(self, res: kmock.resource, namespace: str | None) -> Iterator[Obj]:
+        for key in self._keys_of(res, namespace):
+            obj = self._current(key)
+            if obj is not None:
+                yield obj
+
+    def _matches(self, key: Key, match: Predicate) -> bool:
+        obj = self._current(key)
+        return obj is not None and match(obj)
 
     def _current(self, key: Key) -> Obj | None:
         if key in self._objects:
@@ -820,8 +858,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
 
     def _purge_namespace(self, namespace: str) -> None:
         """Delete everything in a terminating namespace, as the namespace controller does."""
-        for key in [key for key, obj in self._objects.items() if key[1] == namespace and not obj.deleted]:
-            if key[0] != NAMESPACES:
+        for key in list(self._keys_in(namespace)):
+            if key[0] != NAMESPACES and self._current(key) is not None:
                 self._delete_key(key)
         self._finalize_namespace(namespace)
 
@@ -835,7 +873,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             return
         if ns_obj["metadata"].get("finalizers"):
             return
-        if any(k[1] == namespace and k[0] != NAMESPACES and not o.deleted for k, o in self._objects.items()):
+        if any(k[0] != NAMESPACES and self._current(k) is not None for k in self._keys_in(namespace)):
             return
         final = copy.deepcopy(ns_obj)
         final["metadata"]["resourceVersion"] = str(self._next_rv())
@@ -985,11 +1023,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             }
         elif method == enums.method.DELETE and name is None and sub is None:
             match = self._matcher(request, res)
-            keys = [
-                key
-                for key, obj in self._objects.items()
-                if _rkey(key[0]) == _rkey(res) and not obj.deleted and match(obj.raw)
-            ]
+            keys = [key for key in self._keys_of(res, request.namespace) if self._matches(key, match)]
             items = [self._delete_key(key) for key in keys if self._current(key) is not None]
             return self._list_payload(res, items)
         return None
@@ -1095,12 +1129,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             return await self._serve_version(request)  # /api/v1/ & /apis/GROUP/VERSION/
         res = self._check_readable(request)
         match = self._matcher(request, res)
-        rkey = _rkey(res)
-        items = [
-            copy.deepcopy(obj.raw)
-            for key, obj in self._objects.items()
-            if _rkey(key[0]) == rkey and not obj.deleted and match(obj.raw)
-        ]
+        items = [copy.deepcopy(obj) for obj in self._live(res, request.namespace) if match(obj)]
         return self._list_payload(res, items)
 
     @override
@@ -1131,11 +1160,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         else:
             # No version (or "0"): the current state as synthetic ADDED events, then the changes.
             position = self._rv
-            snapshot = [
-                copy.deepcopy(obj.raw)
-                for key, obj in self._objects.items()
-                if _rkey(key[0]) == rkey and not obj.deleted and match(obj.raw)
-            ]
+            snapshot = [copy.deepcopy(obj) for obj in self._live(res, request.namespace) if match(obj)]
             for obj in snapshot:
                 yield {"type": "ADDED", "object": obj}
             if params.get("sendInitialEvents") == "true":
