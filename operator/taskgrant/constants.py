@@ -13,9 +13,6 @@ APPROVAL_PLURAL: Final = "taskgrantapprovals"
 
 # One finalizer, named after the API group: cleanup runs before a grant can disappear.
 FINALIZER: Final = f"{GROUP}/cleanup"
-# kopf keeps its handler bookkeeping in annotations under our own prefix, not kopf.zalando.org, and
-# apart from ours: kopf ignores every annotation under its prefix, so taskgrant.dev/revoke must not be.
-ANNOTATION_PREFIX: Final = f"kopf.{GROUP}"
 
 MANAGER: Final = "taskgrant-operator"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"

@@ -11,7 +11,9 @@ import kopf
 
 from taskgrant import constants, lifecycle, webhooks
 from taskgrant.kube import KubeApi
+from taskgrant.models import Phase
 from taskgrant.reconciler import Reconciler
+from taskgrant.views import WatchedIndices
 
 GRANTS = (constants.GROUP, constants.VERSION, constants.PLURAL)
 POLICIES = (constants.GROUP, constants.VERSION, constants.POLICY_PLURAL)
@@ -23,25 +25,29 @@ def _reconciler(memo: kopf.Memo) -> Reconciler:
     return reconciler
 
 
+def _indexed(memo: kopf.Memo) -> Reconciler:
+    """The reconciler, for resource handlers: kopf calls none of them before its indices are filled."""
+    reconciler = _reconciler(memo)
+    reconciler.indexed.set()
+    return reconciler
+
+
 @kopf.on.startup(id="configure")
-async def configure(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    settings.persistence.finalizer = constants.FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
-        prefix=constants.ANNOTATION_PREFIX
-    )
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=constants.ANNOTATION_PREFIX
-    )
+async def configure(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **indices: Any) -> None:
+    """`indices`: kopf passes every index (empty until filled) to startup handlers too."""
+    # The operator manages its finalizer itself (taskgrant.dev/cleanup), so kopf keeps no state on
+    # grants: no finalizer of its own, no last-handled-configuration annotation, one write fewer.
     settings.posting.level = logging.WARNING  # our own events only, not kopf's per-handler chatter
     settings.watching.inactivity_timeout = memo["config"].watch_inactivity_timeout
     # The chart creates the webhook configurations (and the certificate): kopf only serves them.
     settings.admission.server = webhooks.server(memo["config"])
     settings.admission.managed = None
-    reconciler = memo["reconciler"] = Reconciler(memo["api"], memo["config"])
+    view = WatchedIndices(indices["policy_bodies"], indices["namespace_labels"])
+    reconciler = memo["reconciler"] = Reconciler(memo["api"], memo["config"], view)
     await reconciler.sweep_orphans()
     reconciler.scheduler.start()
     memo["policy_usage"] = asyncio.create_task(
-        reconciler.report_policy_usage_every(POLICY_USAGE_INTERVAL_SECONDS)
+        reconciler.report_policy_usage_every(POLICY_USAGE_INTERVAL_SECONDS, indices["grant_phases"])
     )
 
 
@@ -59,6 +65,9 @@ async def shutdown(*, memo: kopf.Memo, **_: Any) -> None:
     reconciler.api.close()
 
 
+# --- Indices: the operator's watch-fed caches. kopf fills them before it calls any handler. ---
+
+
 @kopf.index(*GRANTS, id="grants_by_job")
 def grants_by_job(
     *, namespace: str | None, name: str, spec: kopf.Spec, **_: Any
@@ -66,20 +75,27 @@ def grants_by_job(
     return {(namespace, lifecycle.raw_job_name(spec, name)): name}
 
 
-@kopf.on.resume(*GRANTS, id="resume")
-@kopf.on.create(*GRANTS, id="admit")
-@kopf.on.update(*GRANTS, field="spec", id="spec-changed")
-async def grant_changed(*, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-    assert namespace is not None  # TaskGrants are namespaced
-    await _reconciler(memo).reconcile(namespace, name)
+@kopf.index(*GRANTS, id="grant_phases")
+def grant_phases(*, status: kopf.Status, **_: Any) -> dict[str, str]:
+    return {str(status.get("phase") or Phase.PENDING.value): str(status.get("policy") or "")}
 
 
-@kopf.on.update(
-    *GRANTS, field=("metadata", "annotations", constants.ANNOTATION_REVOKE), id="revoke-requested"
-)
-async def revoke_requested(*, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-    assert namespace is not None  # TaskGrants are namespaced
-    await _reconciler(memo).reconcile(namespace, name)
+@kopf.index(*POLICIES, id="policy_bodies")
+def policy_bodies(*, name: str, body: kopf.Body, **_: Any) -> dict[str, kopf.Body]:
+    return {name: body}
+
+
+@kopf.index("", "v1", "namespaces", id="namespace_labels")
+def namespace_labels(*, name: str, labels: kopf.Labels, **_: Any) -> dict[str, dict[str, str]]:
+    return {name: dict(labels)}
+
+
+@kopf.on.event(*GRANTS, id="grant-changed")
+async def grant_changed(
+    *, event: kopf.RawEvent, body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+) -> None:
+    if namespace is not None and lifecycle.needs_reconcile(event["type"], body):
+        await _indexed(memo).reconcile(namespace, name)
 
 
 @kopf.on.event(constants.GROUP, constants.VERSION, constants.APPROVAL_PLURAL, id="approval-changed")
@@ -87,12 +103,7 @@ async def approval_changed(*, namespace: str | None, spec: kopf.Spec, memo: kopf
     grant = spec.get("grant")
     name = grant.get("name") if isinstance(grant, Mapping) else None
     if namespace is not None and isinstance(name, str):
-        await _reconciler(memo).reconcile(namespace, name)
-
-
-@kopf.on.delete(*GRANTS, id="cleanup")
-async def grant_deleted(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await _reconciler(memo).finalize(body)
+        await _indexed(memo).reconcile(namespace, name)
 
 
 @kopf.on.event("batch", "v1", "jobs", id="job-changed")
@@ -108,7 +119,7 @@ async def job_changed(
     grants = list(grants_by_job.get((namespace, name), [])) if grants_by_job is not None else []
     if grants and namespace is not None:
         job = None if event["type"] == "DELETED" else event["object"]
-        await asyncio.gather(*(_reconciler(memo).reconcile(namespace, grant, job) for grant in grants))
+        await asyncio.gather(*(_indexed(memo).reconcile(namespace, grant, job) for grant in grants))
 
 
 @kopf.on.event(
@@ -120,7 +131,7 @@ async def account_changed(*, event: kopf.RawEvent, labels: kopf.Labels, memo: ko
         namespace = labels.get(constants.LABEL_GRANT_NAMESPACE)
         name = labels.get(constants.LABEL_GRANT_NAME)
         if namespace and name:
-            await _reconciler(memo).reconcile(namespace, name, account_gone=True)
+            await _indexed(memo).reconcile(namespace, name, account_gone=True)
 
 
 @kopf.on.event(*POLICIES, id="policy-changed")
@@ -128,7 +139,7 @@ async def policy_changed(
     *, event: kopf.RawEvent, name: str, meta: kopf.Meta, memo: kopf.Memo, **_: Any
 ) -> None:
     generation = None if event["type"] == "DELETED" else meta.get("generation")
-    await _reconciler(memo).policy_changed(name, generation)
+    await _indexed(memo).policy_changed(name, generation)
 
 
 # --- Admission webhook: who asked, who approved, and grants validated before they exist. ---

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from taskgrant import constants
 from taskgrant.models import TERMINAL_PHASES, GrantRef, Phase, Reason, TaskGrantSpec, TaskGrantStatus
 
 # Job conditions that end the task. SuccessCriteriaMet and FailureTarget (Kubernetes 1.31+) come
@@ -17,6 +18,33 @@ JOB_OUTCOMES: Mapping[str, Reason] = {
     "Failed": Reason.JOB_FAILED,
     "FailureTarget": Reason.JOB_FAILED,
 }
+
+
+def needs_reconcile(event_type: str | None, body: Mapping[str, Any]) -> bool:
+    """Whether a grant's watch event can change what the operator must do.
+
+    Most events on a grant are the echoes of the operator's own writes (its status, its finalizer);
+    reconciling on those would only re-read what it just wrote. `event_type` None: the grant was
+    listed (at start, or when a watch is re-listed), which is when a restarted operator resumes it.
+    """
+    meta = body.get("metadata") or {}
+    finalizers = meta.get("finalizers") or []
+    if event_type == "DELETED":
+        return False  # gone: nothing of it is left to remove (the finalizer saw to that)
+    if meta.get("deletionTimestamp"):
+        return constants.FINALIZER in finalizers
+    status = body.get("status") or {}
+    phase = status.get("phase")
+    if phase in TERMINAL_PHASES:
+        return False
+    if event_type is None:
+        return True
+    if phase is None:
+        return constants.FINALIZER not in finalizers  # new; with the finalizer, a reconcile is on it
+    observed = status.get("observedGeneration")
+    if observed is not None and meta.get("generation") != observed:
+        return True  # the spec changed
+    return constants.ANNOTATION_REVOKE in (meta.get("annotations") or {})
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import kopf
 from pydantic import ValidationError
 
 from taskgrant import builders, constants, lifecycle, metrics
@@ -27,7 +26,6 @@ from taskgrant.approvals import Identity, evaluate_approvals
 from taskgrant.kube import (
     EVENTS,
     JOBS,
-    NAMESPACES,
     ROLE_BINDINGS,
     ROLES,
     SERVICE_ACCOUNTS,
@@ -51,6 +49,7 @@ from taskgrant.models import (
 from taskgrant.policy import Admission, access_reviews, admission_verdict, namespaces_to_label, parse_policies
 from taskgrant.scheduler import Clock, Scheduler, utcnow
 from taskgrant.status import status_patch, timestamp, unchanged
+from taskgrant.views import ApiReads, ClusterView
 
 logger = logging.getLogger(__name__)
 
@@ -108,10 +107,16 @@ class GrantLocks:
 
 
 class Reconciler:
-    def __init__(self, api: KubeApi, config: Config, clock: Clock = utcnow) -> None:
+    def __init__(
+        self, api: KubeApi, config: Config, view: ClusterView | None = None, clock: Clock = utcnow
+    ) -> None:
         self.api = api
         self.config = config
+        self.reads = ApiReads(api)
+        self.view: ClusterView = view or self.reads  # where reconciles read policies and namespaces
         self.clock = clock
+        # Set by the first resource handler: kopf runs none before its indices are filled.
+        self.indexed = asyncio.Event()
         self.scheduler = Scheduler(self._wake, clock)
         self._locks = GrantLocks()
         # A cache, not state: after a restart every policy is evaluated once more.
@@ -151,9 +156,14 @@ class Reconciler:
         self, namespace: str, name: str, job: Mapping[str, Any] | _Unset | None, account_gone: bool
     ) -> None:
         body = await self.api.get(TASKGRANTS, namespace, name)
-        if body is None or body["metadata"].get("deletionTimestamp"):
+        if body is None:
             self.scheduler.cancel((namespace, name))
-            return  # gone or going: the finalizer handler cleans up
+            return
+        if body["metadata"].get("deletionTimestamp"):
+            self.scheduler.cancel((namespace, name))
+            if constants.FINALIZER in (body["metadata"].get("finalizers") or []):
+                await self._finalize(body)
+            return
         grant = GrantRef.from_body(body)
         status = parse_status(body.get("status"))
         if status.phase in TERMINAL_PHASES:
@@ -275,18 +285,16 @@ class Reconciler:
             case lifecycle.Finished():
                 self.scheduler.cancel((namespace, name))
 
-    async def admit(self, grant: GrantRef, raw_spec: Mapping[str, Any]) -> Admission:
+    async def admit(
+        self, grant: GrantRef, raw_spec: Mapping[str, Any], view: ClusterView | None = None
+    ) -> Admission:
         """The same admission as `taskgrant check`, fed from the cluster's policies and namespaces."""
+        view = view or self.view
         names = sorted(namespaces_to_label(grant.namespace, raw_spec))
-        bodies, *found = await asyncio.gather(
-            self.api.list(TASKGRANT_POLICIES), *(self.api.get(NAMESPACES, None, name) for name in names)
-        )
+        bodies, labels = await asyncio.gather(view.policies(), view.namespace_labels(names))
         policies, invalid = parse_policies(bodies)
         for policy in invalid:  # a broken policy allows nothing, and says why in the log
             logger.warning("ignoring invalid TaskGrantPolicy %s: %s", policy.name, policy.error)
-        labels = {
-            name: (ns["metadata"].get("labels") or {}) for name, ns in zip(names, found, strict=True) if ns
-        }
         return admission_verdict(grant.namespace, grant.name, raw_spec, policies, labels)
 
     async def _requester_lacks(
@@ -415,7 +423,11 @@ class Reconciler:
     async def _create_service_account(
         self, body: Mapping[str, Any], grant: GrantRef, spec: TaskGrantSpec, status: TaskGrantStatus
     ) -> bool:
-        """Create the grant's ServiceAccount; False if the grant was denied instead."""
+        """Create the grant's ServiceAccount; False if the grant was denied instead.
+
+        The finalizer goes on first: nothing may exist for a grant that could be deleted without it.
+        """
+        await self._set_finalizer(body, present=True)
         account, _ = await self.api.create(SERVICE_ACCOUNTS, builders.build_service_account(grant, spec))
         if _owned_by(account, grant):
             return True
@@ -623,26 +635,19 @@ class Reconciler:
     def _with_reason(message: str, spec: TaskGrantSpec | None) -> str:
         return f"{message} (reason: {spec.reason})" if spec is not None and spec.reason else message
 
-    async def finalize(self, body: Mapping[str, Any]) -> None:
-        """The grant is being deleted: remove everything before kopf releases the finalizer."""
+    async def _finalize(self, body: Mapping[str, Any]) -> None:
+        """The grant is being deleted: remove everything, then release its finalizer."""
         grant = GrantRef.from_body(body)
-        key = (grant.namespace, grant.name)
-        async with self._locks.hold(key):
-            status = parse_status(body.get("status"))
-            try:
-                spec: TaskGrantSpec | None = parse_spec(body.get("spec") or {})
-            except ValidationError:
-                spec = None
-            try:
-                await self.remove_objects(grant, self._namespaces_of(grant, spec, status))
-                # A Job the grant created goes with it (its Pods too); a named Job is never ours to delete.
-                if not await self.api.delete_labelled(
-                    JOBS, grant.namespace, {constants.LABEL_GRANT_UID: grant.uid}
-                ):
-                    raise NotYetGone(f"the Job of grant {grant.namespace}/{grant.name} remains")
-            except NotYetGone as error:
-                raise kopf.TemporaryError(str(error), delay=2) from error
-            self.scheduler.cancel(key)
+        status = parse_status(body.get("status"))
+        try:
+            spec: TaskGrantSpec | None = parse_spec(body.get("spec") or {})
+        except ValidationError:
+            spec = None
+        await self.remove_objects(grant, self._namespaces_of(grant, spec, status))
+        # A Job the grant created goes with it (its Pods too); a named Job is never ours to delete.
+        if not await self.api.delete_labelled(JOBS, grant.namespace, {constants.LABEL_GRANT_UID: grant.uid}):
+            raise NotYetGone(f"the Job of grant {grant.namespace}/{grant.name} remains")
+        await self._set_finalizer(body, present=False)
         if status.phase not in TERMINAL_PHASES:
             metrics.REVOCATIONS.labels(phase=Phase.REVOKED.value, reason=Reason.GRANT_DELETED.value).inc()
             await self.post_event(
@@ -652,6 +657,18 @@ class Reconciler:
                 f"{Reason.GRANT_DELETED.value}: the grant was deleted; its access is removed",
             )
         logger.info("grant %s/%s deleted; its objects are removed", grant.namespace, grant.name)
+
+    async def _set_finalizer(self, body: Mapping[str, Any], *, present: bool) -> None:
+        """Add or remove the operator's finalizer; a conflicting change by anyone else fails it (409)."""
+        meta = body["metadata"]
+        current = list(meta.get("finalizers") or [])
+        if (constants.FINALIZER in current) == present:
+            return
+        wanted = (
+            [*current, constants.FINALIZER] if present else [f for f in current if f != constants.FINALIZER]
+        )
+        patch = {"metadata": {"finalizers": wanted, "resourceVersion": meta.get("resourceVersion")}}
+        await self.api.patch(TASKGRANTS, meta["namespace"], meta["name"], patch)
 
     async def sweep_orphans(self) -> int:
         """Delete labelled objects whose grant is gone, was recreated or has ended; count those grants."""
@@ -710,26 +727,26 @@ class Reconciler:
                 grants.append((body["metadata"]["namespace"], body["metadata"]["name"]))
         await asyncio.gather(*(self.reconcile(namespace, name) for namespace, name in grants))
 
-    async def report_policy_usage(self) -> None:
-        """Count grants by phase (a metric), and write each policy's Active grants to its status."""
-        counts: Counter[str] = Counter()
-        phases: Counter[str] = Counter()
-        for body in await self.list_grants():
-            status = parse_status(body.get("status"))
-            phases[status.phase.value if status.phase else Phase.PENDING.value] += 1
-            if status.phase == Phase.ACTIVE and status.policy:
-                counts[status.policy] += 1
-        metrics.count_phases(phases)
-        for body in await self.api.list(TASKGRANT_POLICIES):
+    async def report_policy_usage(self, grant_phases: Mapping[str, Iterable[str]]) -> None:
+        """Count grants by phase (a metric), and write each policy's Active grants to its status.
+
+        `grant_phases`: phase → the policy (or "") of each grant in it, as the grant index keeps them.
+        """
+        metrics.count_phases({phase: len(list(policies)) for phase, policies in grant_phases.items()})
+        counts = Counter(policy for policy in grant_phases.get(Phase.ACTIVE.value, ()) if policy)
+        for body in await self.view.policies():
             meta = body["metadata"]
             wanted = {"activeGrants": counts[meta["name"]], "observedGeneration": meta.get("generation")}
             if {key: (body.get("status") or {}).get(key) for key in wanted} != wanted:
                 await self.api.patch(TASKGRANT_POLICIES, None, meta["name"], {"status": wanted}, "status")
 
-    async def report_policy_usage_every(self, seconds: float) -> None:
+    async def report_policy_usage_every(
+        self, seconds: float, grant_phases: Mapping[str, Iterable[str]]
+    ) -> None:
+        await self.indexed.wait()  # a count from a half-filled index would be wrong
         while True:
             try:
-                await self.report_policy_usage()
+                await self.report_policy_usage(grant_phases)
             except Exception as error:  # a missed count is retried next round; it never blocks grants
                 logger.warning("could not update TaskGrantPolicy usage: %s", error)
             await asyncio.sleep(seconds)

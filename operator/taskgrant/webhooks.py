@@ -15,7 +15,7 @@ from typing import Any, Final
 import kopf
 
 from taskgrant import admission, constants
-from taskgrant.kube import TASKGRANT_POLICIES, TASKGRANTS
+from taskgrant.kube import TASKGRANTS
 from taskgrant.models import GrantRef
 from taskgrant.policy import parse_policies
 from taskgrant.reconciler import Config, Reconciler
@@ -82,7 +82,7 @@ async def validate_grant(
     if operation == admission.CREATE:
         # Only new grants: the spec is immutable, and a grant a changed policy no longer allows must
         # still let the operator remove its finalizer.
-        verdict = await reconciler.admit(_grant_ref(body), body.get("spec") or {})
+        verdict = await reconciler.admit(_grant_ref(body), body.get("spec") or {}, reconciler.reads)
         _refuse(admission.grant_refusal(verdict))
 
 
@@ -106,8 +106,10 @@ async def validate_approval(
     admitted_by = None
     if grant is not None and not (grant.get("status") or {}).get("policy"):
         # Not yet admitted by the operator: the policy it would pick is the one that decides.
-        admitted_by = (await reconciler.admit(_grant_ref(grant), grant.get("spec") or {})).policy
-    policies, _ = parse_policies(await api.list(TASKGRANT_POLICIES))
+        admitted_by = (
+            await reconciler.admit(_grant_ref(grant), grant.get("spec") or {}, reconciler.reads)
+        ).policy
+    policies, _ = parse_policies(await reconciler.reads.policies())
     policy_name = admission.approval_policy_name(grant, admitted_by) if grant is not None else None
     _refuse(admission.approval_refusal(userinfo, spec, grant, policy_name, policies))
 

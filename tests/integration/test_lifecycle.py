@@ -11,7 +11,18 @@ import pytest
 
 from taskgrant.emulator import EmulatedCluster
 
-from .harness import BATCH, CORE, GRANTS, RBAC, SECRET_RULE, Api, OperatorProcess, wait_for, wait_for_phase
+from .harness import (
+    BATCH,
+    CORE,
+    GRANTS,
+    RBAC,
+    SECRET_RULE,
+    TEST_CLIENT,
+    Api,
+    OperatorProcess,
+    wait_for,
+    wait_for_phase,
+)
 
 NS = "ci"
 pytestmark = pytest.mark.usefixtures("permissive_policy")
@@ -257,6 +268,52 @@ def test_deleting_an_active_grant_removes_everything_first(api: Api, operator: O
     api.ok("DELETE", f"{GRANTS}/namespaces/{NS}/taskgrants/release-42")
     wait_for(lambda: api.grant(NS, "release-42") is None or None, what="grant gone")
     assert api.managed_objects() == []
+
+
+def test_a_lifecycle_is_ten_writes_and_kopf_keeps_no_state(
+    api: Api, operator: OperatorProcess, cluster: EmulatedCluster
+) -> None:
+    api.create_grant(NS, "release-42")
+    wait_for_phase(api, NS, "release-42", "Pending")
+    api.create_job(NS, "release-42")
+    wait_for_phase(api, NS, "release-42", "Active")
+    api.finish_job(NS, "release-42")
+    grant = wait_for_phase(api, NS, "release-42", "Revoked")
+    # The finalizer stays until the grant is deleted; kopf wrote no bookkeeping of its own.
+    assert grant["metadata"]["finalizers"] == ["taskgrant.dev/cleanup"]
+    assert [key for key in grant["metadata"].get("annotations") or {} if "kopf" in key] == []
+
+    def writes() -> list[str]:
+        return [
+            f"{r.verb} {r.plural}{'/' + r.subresource if r.subresource else ''}"
+            for r in cluster.requests()
+            if r.namespace == NS
+            and r.plural != "events"
+            and r.verb in ("create", "patch", "update", "delete", "deletecollection")
+            and not r.user_agent.startswith(TEST_CLIENT)
+        ]
+
+    assert writes() == [
+        "patch taskgrants",  # the finalizer, before anything exists
+        "create serviceaccounts",
+        "patch taskgrants/status",  # Pending
+        "create roles",
+        "create rolebindings",
+        "patch taskgrants/status",  # Active
+        "deletecollection rolebindings",
+        "deletecollection roles",
+        "deletecollection serviceaccounts",
+        "patch taskgrants/status",  # Revoked
+    ]
+    api.ok("DELETE", f"{GRANTS}/namespaces/{NS}/taskgrants/release-42")
+    wait_for(lambda: api.grant(NS, "release-42") is None or None, what="grant gone")
+    assert writes()[10:] == [
+        "deletecollection rolebindings",
+        "deletecollection roles",
+        "deletecollection serviceaccounts",
+        "deletecollection jobs",
+        "patch taskgrants",  # the finalizer released
+    ]
 
 
 def test_cross_namespace_access_and_name_isolation(api: Api, operator: OperatorProcess) -> None:

@@ -218,3 +218,59 @@ def test_automount_warning_only_when_the_template_forces_it() -> None:
     assert lifecycle.automount_warning(job(automount=False)) is None
     warning = lifecycle.automount_warning(job(automount=True))
     assert warning is not None and "automountServiceAccountToken: true" in warning
+
+
+def _grant_body(
+    phase: str | None = None,
+    *,
+    finalizer: bool = True,
+    generation: int = 1,
+    observed: int | None = 1,
+    deleting: bool = False,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": "g", "namespace": "ns", "generation": generation}
+    if finalizer:
+        meta["finalizers"] = ["other.example/keep", "taskgrant.dev/cleanup"]
+    if deleting:
+        meta["deletionTimestamp"] = "2026-12-01T10:00:00Z"
+    if annotations:
+        meta["annotations"] = annotations
+    status = {"phase": phase, "observedGeneration": observed} if phase else {}
+    return {"metadata": meta, "status": status}
+
+
+@pytest.mark.parametrize(
+    ("event_type", "body", "expected"),
+    [
+        # New grants are reconciled; the echo of the operator's own finalizer patch is not.
+        ("ADDED", _grant_body(finalizer=False), True),
+        ("MODIFIED", _grant_body(finalizer=False), True),
+        ("MODIFIED", _grant_body(), False),
+        # Listed at start (or on a re-list): every live grant is resumed.
+        (None, _grant_body(), True),
+        (None, _grant_body("Active"), True),
+        (None, _grant_body("AwaitingApproval", finalizer=False), True),
+        (None, _grant_body("Revoked"), False),
+        # Echoes of status writes change nothing.
+        ("MODIFIED", _grant_body("Pending"), False),
+        ("MODIFIED", _grant_body("Active"), False),
+        ("MODIFIED", _grant_body("AwaitingApproval", finalizer=False), False),
+        # A changed spec (generation past the admitted one) and a revocation request are acted on.
+        ("MODIFIED", _grant_body("Active", generation=2), True),
+        ("MODIFIED", _grant_body("Pending", generation=3, observed=2), True),
+        ("MODIFIED", _grant_body("Active", annotations={"taskgrant.dev/revoke": "by ops"}), True),
+        ("MODIFIED", _grant_body("Active", annotations={"example.com/note": "x"}), False),
+        # Ended grants need nothing, not even when changed.
+        ("MODIFIED", _grant_body("Revoked", generation=2), False),
+        ("MODIFIED", _grant_body("Denied", finalizer=False), False),
+        # Deletion: only while the finalizer is still there to release, whatever the phase.
+        ("MODIFIED", _grant_body("Active", deleting=True), True),
+        ("MODIFIED", _grant_body("Revoked", deleting=True), True),
+        (None, _grant_body("Revoked", deleting=True), True),
+        ("MODIFIED", _grant_body("Active", deleting=True, finalizer=False), False),
+        ("DELETED", _grant_body("Active", finalizer=False), False),
+    ],
+)
+def test_needs_reconcile(event_type: str | None, body: dict[str, Any], expected: bool) -> None:
+    assert lifecycle.needs_reconcile(event_type, body) is expected
