@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -101,6 +102,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     log_format = {"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL, "json": kopf.LogFormat.JSON}
     kopf.configure(verbose=args.verbose, log_format=log_format[args.log_format])
+    if not args.verbose:
+        # kopf logs "Handler ... succeeded" for every watch event; the operator logs its decisions.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     import taskgrant.handlers  # noqa: F401  # registers the handlers with kopf
 
     config = Config(

@@ -125,6 +125,24 @@ def current_expiry(
     return min(status.expires_at, recomputed) if status.expires_at is not None else recomputed
 
 
+def deadline_passed(
+    grant: GrantRef,
+    spec: TaskGrantSpec,
+    status: TaskGrantStatus,
+    now: datetime.datetime,
+    max_duration: datetime.timedelta,
+    started: datetime.datetime | None = None,
+) -> Revoke | None:
+    """The revocation of a grant whose time is up, whatever its Job does (so the Job need not be read)."""
+    if status.phase == Phase.ACTIVE:
+        expiry = current_expiry(spec, status, now, max_duration)
+        return Revoke(Reason.DEADLINE_EXCEEDED, f"expired at {expiry.isoformat()}") if now >= expiry else None
+    expiry = pending_expiry(spec, started or grant.created or now, max_duration)
+    if now >= expiry:
+        return Revoke(Reason.DEADLINE_EXCEEDED, f"expired at {expiry.isoformat()} before activation")
+    return None
+
+
 def raw_job_name(raw_spec: Mapping[str, Any], grant_name: str) -> str:
     """The Job a grant's unvalidated spec names: spec.job.name, else (a jobTemplate) the grant's name.
 
@@ -192,9 +210,10 @@ def decide(
             return Revoke(
                 Reason.SERVICE_ACCOUNT_DELETED, "the grant's ServiceAccount was deleted or replaced"
             )
+        passed = deadline_passed(grant, spec, status, now, max_duration, started)
+        if passed is not None:
+            return passed
         expiry = current_expiry(spec, status, now, max_duration)
-        if now >= expiry:
-            return Revoke(Reason.DEADLINE_EXCEEDED, f"expired at {expiry.isoformat()}")
         if job is None or job_is_gone(job) or job.get("metadata", {}).get("uid") != expected_uid:
             return Revoke(Reason.JOB_DELETED, f"Job {job_name} (uid {expected_uid}) is gone")
         outcome = job_outcome(job)
@@ -204,9 +223,10 @@ def decide(
             )
         return Wait(Reason.JOB_RUNNING, f"Job {job_name} is running", expiry)
 
+    passed = deadline_passed(grant, spec, status, now, max_duration, started)
+    if passed is not None:
+        return passed
     expiry = pending_expiry(spec, started or grant.created or now, max_duration)
-    if now >= expiry:
-        return Revoke(Reason.DEADLINE_EXCEEDED, f"expired at {expiry.isoformat()} before activation")
     creates_job = spec.job_template is not None
     if (job is None and not creates_job) or (job is not None and job_is_gone(job)):
         return Wait(Reason.WAITING_FOR_JOB, f"waiting for Job {job_name}", expiry)

@@ -173,25 +173,21 @@ class Reconciler:
             # Revoke first, ask later: an ended Job or a passed expiry needs no policy reads, and every
             # read saved is taken off revocation latency. (The operator's own maximum is the looser
             # bound here: a policy's shorter one is already in status.expiresAt.)
-            if isinstance(job, _Unset):
-                job = await self.api.get(
-                    JOBS, namespace, lifecycle.raw_job_name(body.get("spec") or {}, name)
-                )
             try:
                 known = parse_spec(body.get("spec") or {})
             except ValidationError:
                 known = None  # the admission below says why
             if known is not None:
-                early = lifecycle.decide(
-                    grant,
-                    known,
-                    status,
-                    job,
-                    self.clock(),
-                    self.config.max_duration,
-                    account_gone,
-                    status.approved_at,
+                now, limit = self.clock(), self.config.max_duration
+                early: lifecycle.Decision | None = lifecycle.deadline_passed(
+                    grant, known, status, now, limit, status.approved_at
                 )
+                if early is None:  # only then does the Job matter
+                    if isinstance(job, _Unset):
+                        job = await self.api.get(JOBS, namespace, known.job_name(name))
+                    early = lifecycle.decide(
+                        grant, known, status, job, now, limit, account_gone, status.approved_at
+                    )
                 if isinstance(early, lifecycle.Revoke):
                     await self._end(body, grant, known, status, Phase.REVOKED, early.reason, early.message)
                     return
