@@ -74,7 +74,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--paced-rate",
         type=float,
         default=10.0,
-        help="Jobs per second for the paced part (N/10 Jobs, at most 100) of each lifecycle phase (0: none)",
+        help="Jobs per second for the paced parts: N/10 Jobs (at most 100) of each lifecycle phase, "
+        "N/2 (at most 100) of the deadline phase (0: none)",
     )
     parser.add_argument(
         "--concurrency", type=int, default=16, help="the bench's parallel requests (default: 16)"
@@ -90,13 +91,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 async def run(args: argparse.Namespace, workdir: Path) -> list[phases.PhaseResult]:
     cap = args.max_grants or sys.maxsize
-    sizes = [min(int(size), cap) for size in args.sizes.split(",") if size.strip()]
+    sizes = [min(int(size), cap) for size in args.sizes.split(",") if size.strip() and int(size) > 0]
     results: list[phases.PhaseResult] = []
     for size in sizes:
         results.append(await phases.lifecycle_phase(workdir, size, args.concurrency, args.paced_rate))
     if args.deadline_grants:
         n = min(args.deadline_grants, cap)
-        results.append(await phases.deadline_phase(workdir, n, args.deadline_duration, args.concurrency))
+        results.append(
+            await phases.deadline_phase(workdir, n, args.deadline_duration, args.concurrency, args.paced_rate)
+        )
     if args.memory_grants:
         n = min(args.memory_grants, cap)
         results.append(await phases.memory_phase(workdir, n, args.concurrency, args.memory_budget))

@@ -19,16 +19,15 @@ from bench.client import (
     CORE,
     GRANTS,
     BenchClient,
-    grant_manifest,
-    job_manifest,
-    namespace_manifest,
-    policy_manifest,
     run_all,
 )
 from bench.procstat import ProcSample
 from bench.runtime import BenchTimeout, OperatorProcess, cluster_and_operator
 from taskgrant.emulator import EmulatedCluster
+from taskgrant.manifests import SECRET_RULE, grant_manifest, job_manifest, namespace_manifest, policy_manifest
 
+# Every grant asks for SECRET_RULE, and the one policy allows exactly that much.
+BENCH_RULE = {**SECRET_RULE, "requireResourceNames": True}
 GRANT = "task"  # every grant (and its Job) has this name, one grant per namespace
 TASKGRANTS = ("taskgrant.dev", "v1alpha1", "taskgrants")
 # time.time() - time.monotonic(), taken once: turns the grants' wall-clock expiresAt into monotonic time.
@@ -102,7 +101,7 @@ def count_phases(cluster: EmulatedCluster) -> Counter[str]:
 
 
 async def prepare(client: BenchClient, namespaces: list[str]) -> None:
-    await client.create(f"{GRANTS}/taskgrantpolicies", policy_manifest("bench-secrets"))
+    await client.create(f"{GRANTS}/taskgrantpolicies", policy_manifest("bench-secrets", rules=[BENCH_RULE]))
     await create_namespaces(client, namespaces)
     await asyncio.sleep(1.0)  # the operator handles the policy's events; then it is idle
 
@@ -117,13 +116,11 @@ async def create_grants(client: BenchClient, namespaces: list[str], **spec: Any)
 
 
 async def create_jobs(client: BenchClient, namespaces: list[str]) -> None:
-    await run_all(
-        client.create(f"{BATCH}/namespaces/{ns}/jobs", job_manifest(ns, GRANT)) for ns in namespaces
-    )
+    await run_all(create_job(client, ns) for ns in namespaces)
 
 
 async def create_job(client: BenchClient, ns: str) -> None:
-    await client.create(f"{BATCH}/namespaces/{ns}/jobs", job_manifest(ns, GRANT))
+    await client.create(f"{BATCH}/namespaces/{ns}/jobs", job_manifest(ns, GRANT, automount_token=False))
 
 
 async def finish_job(client: BenchClient, ns: str) -> None:
@@ -286,25 +283,42 @@ def parse_time(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-async def deadline_phase(workdir: Path, n: int, duration: str, concurrency: int) -> PhaseResult:
-    """N grants with a short `duration` whose Jobs never finish: lateness of the revocation at expiry."""
+async def deadline_phase(
+    workdir: Path, n: int, duration: str, concurrency: int, paced_rate: float
+) -> PhaseResult:
+    """N grants with a short `duration` whose Jobs never finish: lateness of the revocation at expiry.
+
+    1. N grants are created; once all are Pending, N-k Jobs are created at once, so their grants
+       expire together (within the second their activations took): the scheduler's burst.
+    2. Once those are revoked, the last k Jobs are created at `paced_rate` per second, so their
+       expiries come at that rate: the lateness of one deadline, as the scheduler sees them in use.
+    """
     result = PhaseResult(f"deadline-{n}", n)
     namespaces = namespaces_for(0, n)
-    statuses: Mapping[str, Mapping[str, Any]] = {}
+    k = min(100, n // 2) if paced_rate > 0 else 0
+    burst, steady = namespaces[: n - k], namespaces[n - k :]
+    statuses: dict[str, dict[str, Any]] = {}
     with cluster_and_operator(workdir, result.name) as (cluster, operator):
         async with BenchClient(cluster.url, cluster.token, concurrency) as client:
             await prepare(client, namespaces)
             since, before = time.monotonic(), operator.sample()
+
+            async def wait(which: list[str]) -> None:
+                waited = await wait_for_phase(client, which, ["Revoked"], timeout_for(n), poll_interval(n))
+                statuses.update(waited.statuses)
+
             try:
                 log(f"{result.name}: creating {n} grants with duration {duration}")
                 await create_grants(client, namespaces, duration=duration)
                 await wait_for_phase(client, namespaces, ["Pending"], timeout_for(n))
-                log(f"{result.name}: all Pending; creating {n} Jobs that never finish")
-                await create_jobs(client, namespaces)
-                waited = await wait_for_phase(
-                    client, namespaces, ["Revoked"], timeout_for(n), poll_interval(n)
-                )
-                statuses = waited.statuses
+                log(f"{result.name}: all Pending; creating {len(burst)} Jobs that never finish, at once")
+                await create_jobs(client, burst)
+                await wait(burst)
+                await settle(cluster)
+                if steady:
+                    log(f"{result.name}: creating {k} more such Jobs, {paced_rate:g} per second")
+                    await paced([create_job(client, ns) for ns in steady], paced_rate)
+                    await wait(steady)
                 log(f"{result.name}: all Revoked")
             except (BenchTimeout, RuntimeError) as error:
                 result.error = str(error)
@@ -313,20 +327,31 @@ async def deadline_phase(workdir: Path, n: int, duration: str, concurrency: int)
             after = operator.sample()
         requests = cluster.requests()
     lines = analysis.timelines(requests, namespaces)
-    expiry = {
-        ns: parse_time(status["expiresAt"]) - WALL_OFFSET
-        for ns, status in statuses.items()
-        if status.get("expiresAt") and status.get("reason") == "DeadlineExceeded"
-    }
-    lateness = analysis.deadline_lateness(lines, expiry)
+
+    def lateness(which: list[str]) -> dict[str, Any]:
+        expiry = {
+            ns: parse_time(statuses[ns]["expiresAt"]) - WALL_OFFSET
+            for ns in which
+            if ns in statuses
+            and statuses[ns].get("expiresAt")
+            and statuses[ns].get("reason") == "DeadlineExceeded"
+        }
+        return analysis.Distribution.of(analysis.deadline_lateness(lines, expiry)).__dict__
+
     reasons = Counter(str(status.get("reason")) for status in statuses.values())
     result.data = {
-        "deadline_lateness_s": analysis.Distribution.of(lateness).__dict__,
+        "paced_grants": k,
+        "paced_rate_per_s": paced_rate,
+        "deadline_lateness_s": lateness(burst),
+        "paced_deadline_lateness_s": lateness(steady),
         "revocation_reasons": dict(reasons),
         "requests_per_lifecycle": analysis.request_counts(requests, namespaces, since).as_dict(),
         "operator": resources(before, after),
     }
     return result
+
+
+MEMORY_BATCH = 200  # grants (with their Jobs) created together in the memory phase
 
 
 def memory_steps(maximum: int) -> list[int]:
@@ -357,13 +382,16 @@ async def memory_phase(workdir: Path, maximum: int, concurrency: int, budget_sec
 
                 async def grant_and_job(ns: str) -> None:
                     await client.create(f"{GRANTS}/namespaces/{ns}/taskgrants", grant_manifest(ns, GRANT))
-                    await client.create(f"{BATCH}/namespaces/{ns}/jobs", job_manifest(ns, GRANT))
+                    await create_job(client, ns)
 
-                await run_all(grant_and_job(ns) for ns in new)
-                created = target
-                remaining = budget_seconds - (time.monotonic() - started)
                 try:
-                    await _wait_active(cluster, target, remaining)
+                    # In batches, each Active before the next: the operator's backlog of watch events
+                    # stays small, so the step measures what active grants weigh, not a queue's peak.
+                    for first in range(0, len(new), MEMORY_BATCH):
+                        batch = new[first : first + MEMORY_BATCH]
+                        await run_all(grant_and_job(ns) for ns in batch)
+                        created += len(batch)
+                        await _wait_active(cluster, created, budget_seconds - (time.monotonic() - started))
                 except BenchTimeout as error:
                     result.error = f"step {target}: {error}"
                     log(f"{result.name}: STOPPED: {result.error}")

@@ -27,6 +27,7 @@ from taskgrant.kube import (
     TASKGRANTS,
     KubeApi,
 )
+from taskgrant.manifests import grant_manifest, job_manifest, policy_manifest
 from taskgrant.reconciler import Config
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
@@ -47,45 +48,13 @@ async def wait_until(check: Callable[[], Awaitable[T | None]], timeout: float = 
     return result
 
 
-def job_manifest(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {
-            "template": {
-                "spec": {
-                    "serviceAccountName": name,
-                    "restartPolicy": "Never",
-                    "containers": [{"name": "main", "image": "alpine", "command": ["sign-release"]}],
-                }
-            }
-        },
-    }
-
-
-POLICY = {
-    "apiVersion": "taskgrant.dev/v1alpha1",
-    "kind": "TaskGrantPolicy",
-    "metadata": {"name": "ci-secrets"},
-    "spec": {
-        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}},
-        "rules": [
-            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "requireResourceNames": True}
-        ],
-        "maxDuration": "30m",
-    },
-}
-
-
-def grant_manifest(name: str, **spec: Any) -> dict[str, Any]:
-    rule = {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["signing-key"], "verbs": ["get"]}
-    return {
-        "apiVersion": "taskgrant.dev/v1alpha1",
-        "kind": "TaskGrant",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {"job": {"name": name}, "access": [{"rules": [rule]}], **spec},
-    }
+DEMO_JOB: dict[str, Any] = {"image": "alpine", "command": ["sign-release"]}
+POLICY = policy_manifest(
+    "ci-secrets",
+    namespaceSelector={"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}},
+    rules=[{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "requireResourceNames": True}],
+    maxDuration="30m",
+)
 
 
 class Demo:
@@ -120,7 +89,7 @@ class Demo:
     async def lifecycle_until_job_completes(self) -> None:
         say("1. A release pipeline asks for one secret, for one Job, for at most 15 minutes:")
         await self.api.create(
-            TASKGRANTS, grant_manifest("release-42", duration="15m", reason="release run 42")
+            TASKGRANTS, grant_manifest(NAMESPACE, "release-42", duration="15m", reason="release run 42")
         )
         pending = await wait_until(lambda: self.phase("release-42", "Pending"))
         say(f"   TaskGrant ci/release-42 is {pending['status']['phase']}: {pending['status']['message']}")
@@ -128,7 +97,7 @@ class Demo:
 
         say("\n2. The Job starts:")
         started = time.monotonic()
-        await self.api.create(JOBS, job_manifest("release-42"))
+        await self.api.create(JOBS, job_manifest(NAMESPACE, "release-42", **DEMO_JOB))
         active = await wait_until(lambda: self.phase("release-42", "Active"))
         took = (time.monotonic() - started) * 1000
         say(f"   Active after {took:.0f} ms; expires at {active['status']['expiresAt']}")
@@ -158,8 +127,8 @@ class Demo:
 
     async def deadline_expiry(self) -> None:
         say("\n4. A backup Job gets 3 seconds, and keeps running past them:")
-        await self.api.create(JOBS, job_manifest("nightly-backup"))
-        await self.api.create(TASKGRANTS, grant_manifest("nightly-backup", duration="3s"))
+        await self.api.create(JOBS, job_manifest(NAMESPACE, "nightly-backup", **DEMO_JOB))
+        await self.api.create(TASKGRANTS, grant_manifest(NAMESPACE, "nightly-backup", duration="3s"))
         active = await wait_until(lambda: self.phase("nightly-backup", "Active"))
         expires = datetime.datetime.fromisoformat(active["status"]["expiresAt"])
         say(f"   Active; expires at {active['status']['expiresAt']}")

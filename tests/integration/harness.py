@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from taskgrant.emulator import EmulatedCluster
+from taskgrant.manifests import grant_manifest, job_manifest, policy_manifest
 
 ROOT = Path(__file__).parents[2]
 CRDS = ROOT / "crds"
@@ -127,57 +128,6 @@ class Api:
     def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
         events = self.items(f"{CORE}/namespaces/{namespace}/events")
         return [e for e in events if e.get("involvedObject", {}).get("name") == name]
-
-
-def job_manifest(namespace: str, name: str, service_account: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "template": {
-                "spec": {
-                    "serviceAccountName": service_account,
-                    "restartPolicy": "Never",
-                    "containers": [{"name": "main", "image": "busybox", "command": ["true"]}],
-                }
-            }
-        },
-    }
-
-
-SECRET_RULE = {
-    "apiGroups": [""],
-    "resources": ["secrets"],
-    "resourceNames": ["signing-key"],
-    "verbs": ["get"],
-}
-
-
-def grant_manifest(namespace: str, name: str, **spec: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"job": {"name": name}, "access": [{"rules": [SECRET_RULE]}]}
-    body.update(spec)
-    body = {key: value for key, value in body.items() if value is not None}  # job=None: leave it out
-    return {
-        "apiVersion": "taskgrant.dev/v1alpha1",
-        "kind": "TaskGrant",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": body,
-    }
-
-
-ANY_RULE = {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}
-
-
-def policy_manifest(name: str, **spec: Any) -> dict[str, Any]:
-    """A policy; by default one that governs every namespace and allows anything not never-granted there."""
-    body: dict[str, Any] = {"namespaceSelector": {}, "rules": [ANY_RULE], **spec}
-    return {
-        "apiVersion": "taskgrant.dev/v1alpha1",
-        "kind": "TaskGrantPolicy",
-        "metadata": {"name": name},
-        "spec": body,
-    }
 
 
 def wait_for(

@@ -8,8 +8,9 @@ import time
 from typing import Any
 
 from taskgrant.emulator import EmulatedCluster
+from taskgrant.manifests import grant_manifest
 
-from .harness import GRANTS, TEST_CLIENT, Api, OperatorProcess, grant_manifest, wait_for, wait_for_phase
+from .harness import GRANTS, TEST_CLIENT, Api, OperatorProcess, wait_for, wait_for_phase
 
 NS = "ci"
 RULES = [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "requireResourceNames": True}]

@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 
 from taskgrant.emulator import EmulatedCluster
+from taskgrant.manifests import SECRET_RULE
 
-from .harness import GRANTS, SECRET_RULE, Api, OperatorProcess, wait_for_phase
+from .harness import GRANTS, Api, OperatorProcess, wait_for_phase
 
 NS = "ci"
 pytestmark = pytest.mark.usefixtures("permissive_policy")

@@ -10,19 +10,9 @@ from typing import Any
 import pytest
 
 from taskgrant.emulator import EmulatedCluster
+from taskgrant.manifests import SECRET_RULE
 
-from .harness import (
-    BATCH,
-    CORE,
-    GRANTS,
-    RBAC,
-    SECRET_RULE,
-    TEST_CLIENT,
-    Api,
-    OperatorProcess,
-    wait_for,
-    wait_for_phase,
-)
+from .harness import BATCH, CORE, GRANTS, RBAC, TEST_CLIENT, Api, OperatorProcess, wait_for, wait_for_phase
 
 NS = "ci"
 pytestmark = pytest.mark.usefixtures("permissive_policy")

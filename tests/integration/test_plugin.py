@@ -15,17 +15,9 @@ import yaml
 
 from taskgrant import constants, plugin
 from taskgrant.emulator import EmulatedCluster, Fault
+from taskgrant.manifests import grant_manifest
 
-from .harness import (
-    CORE,
-    GRANTS,
-    RBAC,
-    Api,
-    OperatorProcess,
-    grant_manifest,
-    wait_for,
-    wait_for_phase,
-)
+from .harness import CORE, GRANTS, RBAC, Api, OperatorProcess, wait_for, wait_for_phase
 
 NS = "ci"
 PLUGIN = Path(sys.executable).parent / "kubectl-taskgrant"

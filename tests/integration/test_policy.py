@@ -7,8 +7,9 @@ import time
 from typing import Any
 
 from taskgrant.emulator import EmulatedCluster
+from taskgrant.manifests import SECRET_RULE
 
-from .harness import CORE, GRANTS, SECRET_RULE, Api, OperatorProcess, wait_for, wait_for_phase
+from .harness import CORE, GRANTS, Api, OperatorProcess, wait_for, wait_for_phase
 
 NS = "ci"
 SIGNING_POLICY: dict[str, Any] = {

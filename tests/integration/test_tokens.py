@@ -6,8 +6,9 @@ import time
 from typing import Any
 
 from taskgrant.emulator import EmulatedCluster
+from taskgrant.manifests import SECRET_RULE
 
-from .harness import BATCH, CORE, GRANTS, SECRET_RULE, Api, OperatorProcess, wait_for, wait_for_phase
+from .harness import BATCH, CORE, GRANTS, Api, OperatorProcess, wait_for, wait_for_phase
 
 NS = "ci"
 TEMPLATE: dict[str, Any] = {

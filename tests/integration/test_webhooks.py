@@ -28,8 +28,9 @@ from cryptography.x509.oid import NameOID
 from taskgrant import constants, webhooks
 from taskgrant.admission import stamp
 from taskgrant.emulator import EmulatedCluster
+from taskgrant.manifests import SECRET_RULE, grant_manifest
 
-from .harness import CRDS, SECRET_RULE, Api, OperatorProcess, grant_manifest, operator_process, wait_for
+from .harness import CRDS, Api, OperatorProcess, operator_process, wait_for
 
 APPROVALS_NS = "release"  # grants here need approval
 ALICE = {"username": "alice", "uid": "uid-alice", "groups": ["dev", "system:authenticated"]}

@@ -9,6 +9,7 @@ import pytest
 
 from taskgrant import admission, constants
 from taskgrant.admission import FORBIDDEN, INVALID, Refusal
+from taskgrant.manifests import SECRET_RULE
 from taskgrant.models import TaskGrantApprovalSpec
 from taskgrant.policy import Policy, admission_verdict, parse_policies
 
@@ -17,12 +18,6 @@ APPROVER = constants.APPROVER_ANNOTATIONS
 ALICE = {"username": "alice", "uid": "uid-alice", "groups": ["dev", "system:authenticated"]}
 BOB = {"username": "bob", "uid": "uid-bob", "groups": ["sre"]}
 GRANT_UID = "grant-uid-1"
-SECRET_RULE = {
-    "apiGroups": [""],
-    "resources": ["secrets"],
-    "resourceNames": ["signing-key"],
-    "verbs": ["get"],
-}
 
 
 def body(annotations: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:
