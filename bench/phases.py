@@ -219,6 +219,7 @@ async def lifecycle_phase(workdir: Path, n: int, concurrency: int, paced_rate: f
                 log(f"{result.name}: all Pending; creating {len(burst)} Jobs at once")
                 await create_jobs(client, burst)
                 steps["burst_active"] = await wait(burst, "Active")
+                await settle(cluster)  # the burst's last events: the paced part starts on an idle operator
                 if steady:
                     log(f"{result.name}: creating {k} more Jobs, {paced_rate:g} per second")
                     await paced([create_job(client, ns) for ns in steady], paced_rate)

@@ -142,6 +142,13 @@ async def policy_changed(
     await _indexed(memo).policy_changed(name, generation)
 
 
+@kopf.on.event("", "v1", "namespaces", id="namespace-changed")
+async def namespace_changed(
+    *, event: kopf.RawEvent, name: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any
+) -> None:
+    await _indexed(memo).namespace_changed(name, None if event["type"] == "DELETED" else dict(labels))
+
+
 # --- Admission webhook: who asked, who approved, and grants validated before they exist. ---
 # Handler ids are the URL paths (webhooks.PATHS) that the chart's webhook configurations call.
 APPROVALS = (constants.GROUP, constants.VERSION, constants.APPROVAL_PLURAL)

@@ -15,7 +15,7 @@ import datetime
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Hashable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,6 +121,7 @@ class Reconciler:
         self._locks = GrantLocks()
         # A cache, not state: after a restart every policy is evaluated once more.
         self._policy_generations: dict[str, int | None] = {}
+        self._namespace_labels: dict[str, int] = {}  # a fingerprint of each namespace's labels, as last seen
 
     async def _wake(self, key: Hashable) -> None:
         assert isinstance(key, tuple)  # the scheduler only ever holds GrantKeys
@@ -716,10 +717,42 @@ class Reconciler:
         if generation is not None and self._policy_generations.get(policy) == generation:
             return
         self._policy_generations[policy] = generation
+        await self._reconcile_live_grants(
+            lambda body, status: status.phase is None or status.policy == policy
+        )
+
+    async def namespace_changed(self, namespace: str, labels: Mapping[str, str] | None) -> None:
+        """Re-evaluate the live grants in or into a namespace whose labels changed: policies select by them.
+
+        `labels` is None for a deleted namespace, which changes nothing here (its grants go with it).
+        The first sight of a namespace (the start-up listing) re-evaluates nothing either: every live
+        grant is reconciled at start anyway.
+        """
+        fingerprint = hash(frozenset(labels.items())) if labels is not None else None
+        before = self._namespace_labels.get(namespace)
+        if fingerprint is None:
+            self._namespace_labels.pop(namespace, None)
+            return
+        self._namespace_labels[namespace] = fingerprint
+        if before is None or before == fingerprint:
+            return
+
+        def touches(body: Mapping[str, Any], status: TaskGrantStatus) -> bool:
+            grant_namespace = body["metadata"]["namespace"]
+            return namespace in namespaces_to_label(grant_namespace, body.get("spec") or {}) or any(
+                role.namespace == namespace for role in status.roles
+            )
+
+        await self._reconcile_live_grants(touches)
+
+    async def _reconcile_live_grants(
+        self, wanted: Callable[[Mapping[str, Any], TaskGrantStatus], bool]
+    ) -> None:
+        """Reconcile every grant not yet ended that `wanted` picks, listed from the API (not a cache)."""
         grants = []
         for body in await self.list_grants():
             status = parse_status(body.get("status"))
-            if status.phase is None or (status.phase not in TERMINAL_PHASES and status.policy == policy):
+            if status.phase not in TERMINAL_PHASES and wanted(body, status):
                 grants.append((body["metadata"]["namespace"], body["metadata"]["name"]))
         await asyncio.gather(*(self.reconcile(namespace, name) for namespace, name in grants))
 

@@ -9,7 +9,7 @@ from typing import Any
 from taskgrant.emulator import EmulatedCluster
 from taskgrant.manifests import SECRET_RULE
 
-from .harness import CORE, GRANTS, Api, OperatorProcess, wait_for, wait_for_phase
+from .harness import CORE, GRANTS, TEST_CLIENT, Api, OperatorProcess, wait_for, wait_for_phase
 
 NS = "ci"
 SIGNING_POLICY: dict[str, Any] = {
@@ -142,6 +142,52 @@ def test_namespace_labels_select_governed_namespaces(api: Api, operator: Operato
         api.create_grant(namespace, "release")
     assert wait_for_phase(api, "team-a", "release", "Active")["status"]["policy"] == "ci-tier"
     assert denial(api, "release", "team-b") == "no TaskGrantPolicy governs namespace team-b"
+
+
+def test_relabelling_a_namespace_out_of_a_policy_revokes(
+    api: Api, operator: OperatorProcess, cluster: EmulatedCluster
+) -> None:
+    namespace = f"{CORE}/namespaces/team-a"
+    api.ok(
+        "POST",
+        f"{CORE}/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a", "labels": {"tier": "ci"}}},
+    )
+    api.create_policy(
+        "ci-tier", namespaceSelector={"matchLabels": {"tier": "ci"}}, rules=SIGNING_POLICY["rules"]
+    )
+    api.create_job("team-a", "release")
+    api.create_grant("team-a", "release")
+    wait_for_phase(api, "team-a", "release", "Active")
+
+    def operator_reread_since(moment: float) -> bool | None:
+        return (
+            any(
+                r.verb == "get"
+                and r.plural == "taskgrants"
+                and r.namespace == "team-a"
+                and r.received > moment
+                for r in cluster.requests()
+                if not r.user_agent.startswith(TEST_CLIENT)
+            )
+            or None
+        )
+
+    # A label the policy does not select by: the grant is re-evaluated and kept.
+    relabelled = time.monotonic()
+    api.patch(namespace, {"metadata": {"labels": {"owner": "release-team"}}})
+    wait_for(lambda: operator_reread_since(relabelled), what="re-evaluation after the relabel")
+    assert (api.grant("team-a", "release") or {})["status"]["phase"] == "Active"
+
+    # The label the policy selects by is removed: nothing governs team-a any more.
+    relabelled = time.monotonic()
+    api.patch(namespace, {"metadata": {"labels": {"tier": None}}})
+    grant = wait_for_phase(api, "team-a", "release", "Revoked")
+    took = time.monotonic() - relabelled
+    assert grant["status"]["reason"] == "PolicyRevoked"
+    assert grant["status"]["message"] == "no TaskGrantPolicy governs namespace team-a"
+    assert api.managed_objects() == []
+    assert took < 5, f"revocation took {took:.2f}s after the relabel"
 
 
 def test_editing_a_policy_revokes_grants_it_no_longer_allows(api: Api, operator: OperatorProcess) -> None:
