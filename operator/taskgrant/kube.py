@@ -9,13 +9,15 @@ the demo point it at the emulator with an ordinary kubeconfig.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import functools
 import json
 import logging
 import os
 import random
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +35,18 @@ BASE_BACKOFF_SECONDS = 0.1
 MAX_BACKOFF_SECONDS = 5.0
 REQUEST_TIMEOUT_SECONDS = 30.0
 MERGE_PATCH = "application/merge-patch+json"
+# Requests made while revoking go through threads of their own: a revocation never queues behind
+# a burst of activations (see revoking()).
+REVOKING: contextvars.ContextVar[bool] = contextvars.ContextVar("revoking", default=False)
+
+
+@contextlib.contextmanager
+def revoking() -> Iterator[None]:
+    token = REVOKING.set(True)
+    try:
+        yield
+    finally:
+        REVOKING.reset(token)
 
 
 @dataclass(frozen=True)
@@ -96,9 +110,12 @@ def still_present(obj: Mapping[str, Any]) -> bool:
 
 
 class KubeApi:
-    def __init__(self, client: kubernetes.client.ApiClient, *, max_workers: int = 16) -> None:
+    def __init__(
+        self, client: kubernetes.client.ApiClient, *, max_workers: int = 16, revoking_workers: int = 16
+    ) -> None:
         self._client = client
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="kube-api")
+        self._revoking = ThreadPoolExecutor(max_workers=revoking_workers, thread_name_prefix="kube-revoke")
 
     @classmethod
     def from_environment(cls, kubeconfig: str | None = None) -> KubeApi:
@@ -131,7 +148,8 @@ class KubeApi:
         )
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        for executor in (self._executor, self._revoking):
+            executor.shutdown(wait=False, cancel_futures=True)
         self._client.close()
 
     async def request(
@@ -148,7 +166,8 @@ class KubeApi:
         loop = asyncio.get_running_loop()
         call = functools.partial(self._call, method, path, body, query or {}, content_type)
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            status, headers, data = await loop.run_in_executor(self._executor, call)
+            executor = self._revoking if REVOKING.get() else self._executor
+            status, headers, data = await loop.run_in_executor(executor, call)
             metrics.API_REQUESTS.labels(verb=verb, code=str(status)).inc()
             if status < 400:
                 return json.loads(data) if data else {}

@@ -35,6 +35,7 @@ from taskgrant.kube import (
     TASKGRANTS,
     KubeApi,
     Resource,
+    revoking,
 )
 from taskgrant.models import (
     TERMINAL_PHASES,
@@ -559,25 +560,26 @@ class Reconciler:
         message: str,
     ) -> None:
         """Remove everything the grant created, and only then record the final phase."""
-        await self.remove_objects(grant, self._namespaces_of(grant, spec, status))
-        now = self.clock()
-        metrics.REVOCATION_SECONDS.observe(time.monotonic() - NOTICED.get(time.monotonic()))
-        if reason == Reason.DEADLINE_EXCEEDED and status.expires_at is not None:
-            metrics.DEADLINE_LATENESS_SECONDS.observe(max(0.0, (now - status.expires_at).total_seconds()))
-        metrics.REVOCATIONS.labels(phase=phase.value, reason=reason.value).inc()
-        await self._write_status(
-            body,
-            status,
-            status_patch(
+        with revoking():  # its own API threads: never queued behind activations
+            await self.remove_objects(grant, self._namespaces_of(grant, spec, status))
+            now = self.clock()
+            metrics.REVOCATION_SECONDS.observe(time.monotonic() - NOTICED.get(time.monotonic()))
+            if reason == Reason.DEADLINE_EXCEEDED and status.expires_at is not None:
+                metrics.DEADLINE_LATENESS_SECONDS.observe(max(0.0, (now - status.expires_at).total_seconds()))
+            metrics.REVOCATIONS.labels(phase=phase.value, reason=reason.value).inc()
+            await self._write_status(
+                body,
                 status,
-                phase,
-                reason,
-                message,
-                grant.generation,
-                now,
-                revokedAt=timestamp(now),
-            ),
-        )
+                status_patch(
+                    status,
+                    phase,
+                    reason,
+                    message,
+                    grant.generation,
+                    now,
+                    revokedAt=timestamp(now),
+                ),
+            )
         self.scheduler.cancel((grant.namespace, grant.name))
         await self.post_event(
             body,
@@ -640,7 +642,8 @@ class Reconciler:
             spec: TaskGrantSpec | None = parse_spec(body.get("spec") or {})
         except ValidationError:
             spec = None
-        await self.remove_objects(grant, self._namespaces_of(grant, spec, status))
+        with revoking():
+            await self.remove_objects(grant, self._namespaces_of(grant, spec, status))
         # A Job the grant created goes with it (its Pods too); a named Job is never ours to delete.
         if not await self.api.delete_labelled(JOBS, grant.namespace, {constants.LABEL_GRANT_UID: grant.uid}):
             raise NotYetGone(f"the Job of grant {grant.namespace}/{grant.name} remains")

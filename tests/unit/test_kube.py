@@ -1,0 +1,38 @@
+import asyncio
+import threading
+from typing import Any
+
+import kubernetes
+import pytest
+
+from taskgrant.kube import KubeApi, revoking
+
+
+def test_requests_made_while_revoking_get_threads_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: dict[str, str] = {}
+
+    def call(self: KubeApi, method: str, path: str, *_: Any) -> tuple[int, dict[str, str], bytes]:
+        threads[path] = threading.current_thread().name.rsplit("_", 1)[0]
+        return 200, {}, b"{}"
+
+    monkeypatch.setattr(KubeApi, "_call", call)
+    api = KubeApi(kubernetes.client.ApiClient(kubernetes.client.Configuration()))
+
+    async def requests() -> None:
+        await api.request("get", "GET", "/before")
+        with revoking():
+            # Tasks started inside inherit it, as remove_objects' parallel deletions do.
+            await asyncio.gather(*(api.request("get", "GET", f"/revoking/{i}") for i in range(3)))
+        await api.request("get", "GET", "/after")
+
+    try:
+        asyncio.run(requests())
+    finally:
+        api.close()
+    assert threads == {
+        "/before": "kube-api",
+        "/revoking/0": "kube-revoke",
+        "/revoking/1": "kube-revoke",
+        "/revoking/2": "kube-revoke",
+        "/after": "kube-api",
+    }
