@@ -17,8 +17,10 @@ from taskgrant.emulator import EmulatedCluster
 
 ROOT = Path(__file__).resolve().parents[1]
 CRDS = ROOT / "crds"
-# The watches the operator opens (kopf: grants, Jobs, its ServiceAccounts, policies): ready once all are open.
-WATCHED = frozenset({"taskgrants", "jobs", "serviceaccounts", "taskgrantpolicies"})
+# The watches the operator opens: ready once all are open.
+WATCHED = frozenset(
+    {"taskgrants", "jobs", "serviceaccounts", "taskgrantpolicies", "taskgrantapprovals", "namespaces"}
+)
 
 
 class BenchTimeout(Exception):
