@@ -52,7 +52,7 @@ manifests: chart-crds helm  ## regenerate deploy/install.yaml from the chart
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
 
-# Not part of `make test`: a benchmark of the operator process against the API emulator (docs/performance.md).
+# Not part of `make test` (which runs only a tiny one, tests/integration/test_bench.py): a benchmark of the operator process against the API emulator (docs/performance.md).
 .PHONY: bench
 bench: $(BIN)/.installed-test  ## the benchmark: 100 and 1,000 active grants, deadlines, memory to 10,000
 	$(BIN)/python -m bench --json bench/results.json
