@@ -125,6 +125,25 @@ def current_expiry(
     return min(status.expires_at, recomputed) if status.expires_at is not None else recomputed
 
 
+def effective_expiry(
+    grant: GrantRef,
+    spec: TaskGrantSpec,
+    status: TaskGrantStatus,
+    now: datetime.datetime,
+    max_duration: datetime.timedelta,
+    started: datetime.datetime | None = None,
+) -> datetime.datetime:
+    """When the grant ends at the latest: its active expiry once active, else its pending one."""
+    if status.phase == Phase.ACTIVE:
+        return current_expiry(spec, status, now, max_duration)
+    return pending_expiry(spec, started or grant.created or now, max_duration)
+
+
+def _deadline_exceeded(status: TaskGrantStatus, expiry: datetime.datetime) -> Revoke:
+    before = "" if status.phase == Phase.ACTIVE else " before activation"
+    return Revoke(Reason.DEADLINE_EXCEEDED, f"expired at {expiry.isoformat()}{before}")
+
+
 def deadline_passed(
     grant: GrantRef,
     spec: TaskGrantSpec,
@@ -134,13 +153,8 @@ def deadline_passed(
     started: datetime.datetime | None = None,
 ) -> Revoke | None:
     """The revocation of a grant whose time is up, whatever its Job does (so the Job need not be read)."""
-    if status.phase == Phase.ACTIVE:
-        expiry = current_expiry(spec, status, now, max_duration)
-        return Revoke(Reason.DEADLINE_EXCEEDED, f"expired at {expiry.isoformat()}") if now >= expiry else None
-    expiry = pending_expiry(spec, started or grant.created or now, max_duration)
-    if now >= expiry:
-        return Revoke(Reason.DEADLINE_EXCEEDED, f"expired at {expiry.isoformat()} before activation")
-    return None
+    expiry = effective_expiry(grant, spec, status, now, max_duration, started)
+    return _deadline_exceeded(status, expiry) if now >= expiry else None
 
 
 def raw_job_name(raw_spec: Mapping[str, Any], grant_name: str) -> str:
@@ -203,6 +217,7 @@ def decide(
     if status.observed_generation is not None and grant.generation != status.observed_generation:
         return Revoke(Reason.SPEC_CHANGED, "the spec changed after admission; grants are single-use")
     job_name = spec.job_name(grant.name)
+    expiry = effective_expiry(grant, spec, status, now, max_duration, started)
 
     if status.phase == Phase.ACTIVE:
         expected_uid = status.job.uid if status.job else None
@@ -210,10 +225,8 @@ def decide(
             return Revoke(
                 Reason.SERVICE_ACCOUNT_DELETED, "the grant's ServiceAccount was deleted or replaced"
             )
-        passed = deadline_passed(grant, spec, status, now, max_duration, started)
-        if passed is not None:
-            return passed
-        expiry = current_expiry(spec, status, now, max_duration)
+        if now >= expiry:
+            return _deadline_exceeded(status, expiry)
         if job is None or job_is_gone(job) or job.get("metadata", {}).get("uid") != expected_uid:
             return Revoke(Reason.JOB_DELETED, f"Job {job_name} (uid {expected_uid}) is gone")
         outcome = job_outcome(job)
@@ -223,10 +236,8 @@ def decide(
             )
         return Wait(Reason.JOB_RUNNING, f"Job {job_name} is running", expiry)
 
-    passed = deadline_passed(grant, spec, status, now, max_duration, started)
-    if passed is not None:
-        return passed
-    expiry = pending_expiry(spec, started or grant.created or now, max_duration)
+    if now >= expiry:
+        return _deadline_exceeded(status, expiry)
     creates_job = spec.job_template is not None
     if (job is None and not creates_job) or (job is not None and job_is_gone(job)):
         return Wait(Reason.WAITING_FOR_JOB, f"waiting for Job {job_name}", expiry)

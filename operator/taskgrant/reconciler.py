@@ -259,7 +259,7 @@ class Reconciler:
                         kept,
                     )
                 else:
-                    expiry = lifecycle.pending_expiry(spec, started or grant.created or now, max_duration)
+                    expiry = lifecycle.effective_expiry(grant, spec, status, now, max_duration, started)
                     patch = status_patch(
                         status,
                         Phase.PENDING,
