@@ -858,7 +858,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
 
     def _purge_namespace(self, namespace: str) -> None:
         """Delete everything in a terminating namespace, as the namespace controller does."""
-        for key in list(self._keys_in(namespace)):
+        for key in self._keys_in(namespace):
             if key[0] != NAMESPACES and self._current(key) is not None:
                 self._delete_key(key)
         self._finalize_namespace(namespace)
