@@ -82,6 +82,13 @@ class Config:
     webhook_cert_dir: str | None = None  # tls.crt and tls.key (e.g. from cert-manager); None: self-signed
 
 
+def _valid_spec(body: Mapping[str, Any]) -> TaskGrantSpec | None:
+    try:
+        return parse_spec(body.get("spec") or {})
+    except ValidationError:
+        return None
+
+
 def _owned_by(obj: Mapping[str, Any], grant: GrantRef) -> bool:
     labels = obj.get("metadata", {}).get("labels") or {}
     return bool(labels.get(constants.LABEL_GRANT_UID) == grant.uid)
@@ -172,13 +179,11 @@ class Reconciler:
             self.scheduler.cancel((namespace, name))
             return
         if status.phase in (Phase.PENDING, Phase.ACTIVE):
-            # Revoke first, ask later: an ended Job or a passed expiry needs no policy reads, and every
-            # read saved is taken off revocation latency. (The operator's own maximum is the looser
-            # bound here: a policy's shorter one is already in status.expiresAt.)
-            try:
-                known = parse_spec(body.get("spec") or {})
-            except ValidationError:
-                known = None  # the admission below says why
+            # Revoke first, ask later: an ended Job or a passed expiry needs no admission, and a passed
+            # expiry not even the Job; every step saved is taken off revocation latency. (The
+            # operator's own maximum is the looser bound here: a policy's shorter one is already in
+            # status.expiresAt.) An invalid spec falls through: the admission below says why.
+            known = _valid_spec(body)
             if known is not None:
                 now, limit = self.clock(), self.config.max_duration
                 early: lifecycle.Decision | None = lifecycle.deadline_passed(
@@ -638,10 +643,7 @@ class Reconciler:
         """The grant is being deleted: remove everything, then release its finalizer."""
         grant = GrantRef.from_body(body)
         status = parse_status(body.get("status"))
-        try:
-            spec: TaskGrantSpec | None = parse_spec(body.get("spec") or {})
-        except ValidationError:
-            spec = None
+        spec = _valid_spec(body)
         with revoking():
             await self.remove_objects(grant, self._namespaces_of(grant, spec, status))
         # A Job the grant created goes with it (its Pods too); a named Job is never ours to delete.
