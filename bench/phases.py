@@ -23,8 +23,14 @@ from bench.client import (
 )
 from bench.procstat import ProcSample
 from bench.runtime import BenchTimeout, OperatorProcess, cluster_and_operator
+from taskgrant.domain.manifests import (
+    SECRET_RULE,
+    grant_manifest,
+    job_manifest,
+    namespace_manifest,
+    policy_manifest,
+)
 from taskgrant.emulator import EmulatedCluster
-from taskgrant.manifests import SECRET_RULE, grant_manifest, job_manifest, namespace_manifest, policy_manifest
 
 # Every grant asks for SECRET_RULE, and the one policy allows exactly that much.
 BENCH_RULE = {**SECRET_RULE, "requireResourceNames": True}

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from cryptography import x509
 
-from taskgrant import webhooks
+from taskgrant.controller import webhooks
 
 from . import (
     CHART,

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from taskgrant.domain.manifests import grant_manifest, job_manifest, policy_manifest
 from taskgrant.emulator import EmulatedCluster
-from taskgrant.manifests import grant_manifest, job_manifest, policy_manifest
 
 ROOT = Path(__file__).parents[2]
 CRDS = ROOT / "crds"

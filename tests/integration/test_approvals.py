@@ -7,8 +7,8 @@ import json
 import time
 from typing import Any
 
+from taskgrant.domain.manifests import grant_manifest
 from taskgrant.emulator import EmulatedCluster
-from taskgrant.manifests import grant_manifest
 
 from .harness import GRANTS, TEST_CLIENT, Api, OperatorProcess, wait_for, wait_for_phase
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from taskgrant.domain.manifests import SECRET_RULE
 from taskgrant.emulator import EmulatedCluster
-from taskgrant.manifests import SECRET_RULE
 
 from .harness import GRANTS, Api, OperatorProcess, wait_for_phase
 

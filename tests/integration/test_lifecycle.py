@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from taskgrant.domain.manifests import SECRET_RULE
 from taskgrant.emulator import EmulatedCluster
-from taskgrant.manifests import SECRET_RULE
 
 from .harness import BATCH, CORE, GRANTS, RBAC, TEST_CLIENT, Api, OperatorProcess, wait_for, wait_for_phase
 

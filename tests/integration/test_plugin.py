@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 import yaml
 
-from taskgrant import constants, plugin
+from taskgrant.cli import plugin
+from taskgrant.domain import constants
+from taskgrant.domain.manifests import grant_manifest
 from taskgrant.emulator import EmulatedCluster, Fault
-from taskgrant.manifests import grant_manifest
 
 from .harness import CORE, GRANTS, RBAC, Api, OperatorProcess, wait_for, wait_for_phase
 

@@ -6,8 +6,8 @@ import datetime
 import time
 from typing import Any
 
+from taskgrant.domain.manifests import SECRET_RULE
 from taskgrant.emulator import EmulatedCluster
-from taskgrant.manifests import SECRET_RULE
 
 from .harness import CORE, GRANTS, TEST_CLIENT, Api, OperatorProcess, wait_for, wait_for_phase
 

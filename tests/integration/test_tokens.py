@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from taskgrant.domain.manifests import SECRET_RULE
 from taskgrant.emulator import EmulatedCluster
-from taskgrant.manifests import SECRET_RULE
 
 from .harness import BATCH, CORE, GRANTS, Api, OperatorProcess, wait_for, wait_for_phase
 

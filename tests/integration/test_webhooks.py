@@ -25,10 +25,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from taskgrant import constants, webhooks
-from taskgrant.admission import stamp
+from taskgrant.controller import webhooks
+from taskgrant.domain import constants
+from taskgrant.domain.admission import stamp
+from taskgrant.domain.manifests import SECRET_RULE, grant_manifest
 from taskgrant.emulator import EmulatedCluster
-from taskgrant.manifests import SECRET_RULE, grant_manifest
 
 from .harness import CRDS, Api, OperatorProcess, operator_process, wait_for
 

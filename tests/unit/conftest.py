@@ -2,7 +2,7 @@ import datetime
 
 import pytest
 
-from taskgrant.models import GrantRef, TaskGrantSpec, parse_spec
+from taskgrant.domain.models import GrantRef, TaskGrantSpec, parse_spec
 
 CREATED = datetime.datetime(2026, 12, 1, 2, 0, tzinfo=datetime.UTC)
 

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from taskgrant import admission, constants
-from taskgrant.admission import FORBIDDEN, INVALID, Refusal
-from taskgrant.manifests import SECRET_RULE
-from taskgrant.models import TaskGrantApprovalSpec
-from taskgrant.policy import Policy, admission_verdict, parse_policies
+from taskgrant.domain import admission, constants
+from taskgrant.domain.admission import FORBIDDEN, INVALID, Refusal
+from taskgrant.domain.manifests import SECRET_RULE
+from taskgrant.domain.models import TaskGrantApprovalSpec
+from taskgrant.domain.policy import Policy, admission_verdict, parse_policies
 
 REQUESTER = constants.REQUESTER_ANNOTATIONS
 APPROVER = constants.APPROVER_ANNOTATIONS

@@ -1,7 +1,7 @@
 import datetime
 
-from taskgrant import builders, constants
-from taskgrant.models import GrantRef
+from taskgrant.domain import builders, constants
+from taskgrant.domain.models import GrantRef
 
 from .conftest import make_spec
 

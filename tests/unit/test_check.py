@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from taskgrant.check import main
-from taskgrant.models import Reason, parse_spec
-from taskgrant.policy import InvalidPolicy, admission_verdict, parse_policies
+from taskgrant.cli.check import main
+from taskgrant.domain.models import Reason, parse_spec
+from taskgrant.domain.policy import InvalidPolicy, admission_verdict, parse_policies
 
 EXAMPLES = Path(__file__).parents[2] / "deploy" / "examples"
 EXAMPLE_FILES = sorted(EXAMPLES.glob("*.yaml"))

@@ -7,8 +7,8 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from taskgrant import constants
-from taskgrant.models import (
+from taskgrant.domain import constants
+from taskgrant.domain.models import (
     TaskGrantApprovalSpec,
     TaskGrantPolicySpec,
     TaskGrantPolicyStatus,

@@ -163,7 +163,7 @@ def test_runs_as_non_root_65532() -> None:
 def test_entrypoint_and_default_arguments() -> None:
     assert FINAL.last("ENTRYPOINT").exec_form() == ENTRYPOINT
     assert FINAL.last("CMD").exec_form() == CMD
-    assert PYPROJECT["project"]["scripts"]["taskgrant-operator"] == "taskgrant.cli:main"
+    assert PYPROJECT["project"]["scripts"]["taskgrant-operator"] == "taskgrant.cli.operator:main"
     assert "8080" in FINAL.last("EXPOSE").args.split()
 
 
@@ -238,7 +238,7 @@ def excluded(path: str) -> bool:
         ".ci-venv/bin/python",
         "tests/unit/test_dockerfile.py",
         "tests/e2e/conftest.py",
-        "operator/taskgrant/__pycache__/cli.cpython-311.pyc",
+        "operator/taskgrant/cli/__pycache__/operator.cpython-311.pyc",
         "__pycache__/x.pyc",
         "operator/taskgrant_operator.egg-info/PKG-INFO",
         ".pytest-kind/pytest-kind/kubeconfig",
@@ -252,7 +252,7 @@ def test_dockerignore_excludes(path: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["pyproject.toml", "README.md", "operator/taskgrant/cli.py", "operator/taskgrant/py.typed"]
+    "path", ["pyproject.toml", "README.md", "operator/taskgrant/cli/operator.py", "operator/taskgrant/py.typed"]
 )
 def test_dockerignore_keeps_what_the_build_copies(path: str) -> None:
     assert (ROOT / path).exists()

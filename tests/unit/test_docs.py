@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from taskgrant.check import main
-from taskgrant.policy import CLUSTER_SCOPED, NEVER_GRANT, Forbidden
+from taskgrant.cli.check import main
+from taskgrant.domain.policy import CLUSTER_SCOPED, NEVER_GRANT, Forbidden
 
 ROOT = Path(__file__).parents[2]
 POLICIES_DOC = (ROOT / "docs" / "policies.md").read_text()

@@ -1,6 +1,6 @@
 import asyncio
 
-from taskgrant.reconciler import GrantLocks
+from taskgrant.controller.reconciler import GrantLocks
 
 
 async def test_holders_of_one_grant_never_overlap_and_the_lock_is_dropped_after() -> None:

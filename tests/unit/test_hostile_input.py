@@ -8,9 +8,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from taskgrant import builders, lifecycle
-from taskgrant.models import GrantRef, Reason, TaskGrantStatus, parse_policy
-from taskgrant.policy import Policy, admission_verdict
+from taskgrant.domain import builders, lifecycle
+from taskgrant.domain.models import GrantRef, Reason, TaskGrantStatus, parse_policy
+from taskgrant.domain.policy import Policy, admission_verdict
 
 ALLOW_ALL = [
     Policy(

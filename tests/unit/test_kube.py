@@ -5,7 +5,7 @@ from typing import Any
 import kubernetes
 import pytest
 
-from taskgrant.kube import KubeApi, revoking
+from taskgrant.k8s.client import KubeApi, revoking
 
 
 def test_requests_made_while_revoking_get_threads_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,9 +3,9 @@ from typing import Any
 
 import pytest
 
-from taskgrant import lifecycle
-from taskgrant.lifecycle import Activate, Finished, Revoke, Wait
-from taskgrant.models import GrantRef, Phase, Reason, TaskGrantStatus, parse_status
+from taskgrant.domain import lifecycle
+from taskgrant.domain.lifecycle import Activate, Finished, Revoke, Wait
+from taskgrant.domain.models import GrantRef, Phase, Reason, TaskGrantStatus, parse_status
 
 from .conftest import CREATED, make_spec
 

@@ -3,7 +3,7 @@ import datetime
 import pytest
 from pydantic import ValidationError
 
-from taskgrant.models import describe_validation_error, format_duration, parse_duration, parse_spec
+from taskgrant.domain.models import describe_validation_error, format_duration, parse_duration, parse_spec
 
 from .conftest import make_spec
 

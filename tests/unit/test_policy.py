@@ -9,9 +9,23 @@ from typing import Any, NamedTuple
 import pytest
 from pydantic import ValidationError
 
-from taskgrant import policy
-from taskgrant.models import LabelSelector, PolicyRule, RuleCeiling, TaskGrantSpec, parse_policy, parse_spec
-from taskgrant.policy import Policy, Verdict, ceiling_gaps, evaluate, never_grant_violations, selector_matches
+from taskgrant.domain import policy
+from taskgrant.domain.models import (
+    LabelSelector,
+    PolicyRule,
+    RuleCeiling,
+    TaskGrantSpec,
+    parse_policy,
+    parse_spec,
+)
+from taskgrant.domain.policy import (
+    Policy,
+    Verdict,
+    ceiling_gaps,
+    evaluate,
+    never_grant_violations,
+    selector_matches,
+)
 
 NS = "ci"
 NO_LABELS: dict[str, dict[str, str]] = {}

@@ -13,8 +13,8 @@ from typing import Any
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from taskgrant.models import LabelSelector, PolicyRule, RuleCeiling, parse_policy, parse_spec
-from taskgrant.policy import (
+from taskgrant.domain.models import LabelSelector, PolicyRule, RuleCeiling, parse_policy, parse_spec
+from taskgrant.domain.policy import (
     Policy,
     Verdict,
     ceiling_gaps,

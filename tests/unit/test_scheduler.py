@@ -2,7 +2,7 @@ import asyncio
 import datetime
 from collections.abc import Hashable
 
-from taskgrant.scheduler import Scheduler, utcnow
+from taskgrant.controller.scheduler import Scheduler, utcnow
 
 
 async def test_fires_each_key_once_at_its_latest_schedule() -> None:

@@ -2,8 +2,8 @@ import datetime
 
 import pytest
 
-from taskgrant.models import Phase, TaskGrantStatus, parse_status
-from taskgrant.status import conditions, status_patch, timestamp, unchanged
+from taskgrant.domain.models import Phase, TaskGrantStatus, parse_status
+from taskgrant.domain.status import conditions, status_patch, timestamp, unchanged
 
 NOW = datetime.datetime(2026, 12, 1, 2, 0, 0, 123456, tzinfo=datetime.UTC)
 LATER = NOW + datetime.timedelta(minutes=5)

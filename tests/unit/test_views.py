@@ -1,6 +1,6 @@
 import asyncio
 
-from taskgrant.views import WatchedIndices
+from taskgrant.k8s.views import WatchedIndices
 
 # kopf's indices map each key to a store of the values objects contributed: one object per name here.
 POLICY = {"metadata": {"name": "ci"}, "spec": {"namespaceSelector": {}}}

@@ -15,9 +15,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from taskgrant import constants
-from taskgrant.lifecycle import later
-from taskgrant.models import ApprovalPolicy, GrantRef, TaskGrantApprovalSpec
+from taskgrant.domain import constants
+from taskgrant.domain.lifecycle import later
+from taskgrant.domain.models import ApprovalPolicy, GrantRef, TaskGrantApprovalSpec
 
 
 @dataclass(frozen=True)

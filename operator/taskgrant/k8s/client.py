@@ -25,7 +25,8 @@ from typing import Any
 import kopf
 import kubernetes
 
-from taskgrant import constants, metrics
+from taskgrant.controller import metrics
+from taskgrant.domain import constants
 
 logger = logging.getLogger(__name__)
 

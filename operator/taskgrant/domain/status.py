@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from taskgrant.models import TERMINAL_PHASES, Condition, Phase, TaskGrantStatus
+from taskgrant.domain.models import TERMINAL_PHASES, Condition, Phase, TaskGrantStatus
 
 
 def timestamp(moment: datetime.datetime) -> str:

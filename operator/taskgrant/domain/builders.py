@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from taskgrant import constants
-from taskgrant.models import TOKEN_VOLUME, GrantRef, TaskGrantSpec, TokenSpec
+from taskgrant.domain import constants
+from taskgrant.domain.models import TOKEN_VOLUME, GrantRef, TaskGrantSpec, TokenSpec
 
 # Role names stay well under every Kubernetes name limit; the hash makes them unique per grant.
 NAME_PREFIX = "tg"

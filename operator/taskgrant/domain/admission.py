@@ -1,6 +1,6 @@
 """Admission decisions as pure functions: who asked, who approved, and whether a grant may exist.
 
-The webhook (taskgrant.webhooks) feeds these with an AdmissionReview's parts and with what it read
+The webhook (taskgrant.controller.webhooks) feeds these with an AdmissionReview's parts and with what it read
 from the API; nothing here does I/O. A refusal's message is what `kubectl apply` prints.
 """
 
@@ -13,14 +13,14 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from taskgrant import constants
-from taskgrant.models import (
+from taskgrant.domain import constants
+from taskgrant.domain.models import (
     Reason,
     TaskGrantApprovalSpec,
     describe_validation_error,
     parse_status,
 )
-from taskgrant.policy import Admission, Policy
+from taskgrant.domain.policy import Admission, Policy
 
 CREATE: Final = "CREATE"
 UPDATE: Final = "UPDATE"

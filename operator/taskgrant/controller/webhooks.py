@@ -14,11 +14,11 @@ from typing import Any, Final
 
 import kopf
 
-from taskgrant import admission, constants
-from taskgrant.kube import TASKGRANTS
-from taskgrant.models import GrantRef
-from taskgrant.policy import parse_policies
-from taskgrant.reconciler import Config, Reconciler
+from taskgrant.controller.reconciler import Config, Reconciler
+from taskgrant.domain import admission, constants
+from taskgrant.domain.models import GrantRef
+from taskgrant.domain.policy import parse_policies
+from taskgrant.k8s.client import TASKGRANTS
 
 # The handler ids, which are also the URL paths the chart's webhook configurations call.
 MUTATE_GRANT: Final = "mutate-taskgrant"

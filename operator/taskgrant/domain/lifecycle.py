@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from taskgrant import constants
-from taskgrant.models import TERMINAL_PHASES, GrantRef, Phase, Reason, TaskGrantSpec, TaskGrantStatus
+from taskgrant.domain import constants
+from taskgrant.domain.models import TERMINAL_PHASES, GrantRef, Phase, Reason, TaskGrantSpec, TaskGrantStatus
 
 # Job conditions that end the task. SuccessCriteriaMet and FailureTarget (Kubernetes 1.31+) come
 # before Complete and Failed, while pods may still be terminating: revoking on them is earlier.

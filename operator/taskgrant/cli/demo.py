@@ -18,7 +18,9 @@ from typing import Any, TypeVar
 
 import kopf
 
-from taskgrant.kube import (
+from taskgrant.controller.reconciler import Config
+from taskgrant.domain.manifests import grant_manifest, job_manifest, policy_manifest
+from taskgrant.k8s.client import (
     JOBS,
     ROLE_BINDINGS,
     ROLES,
@@ -27,10 +29,8 @@ from taskgrant.kube import (
     TASKGRANTS,
     KubeApi,
 )
-from taskgrant.manifests import grant_manifest, job_manifest, policy_manifest
-from taskgrant.reconciler import Config
 
-CRDS = Path(__file__).resolve().parents[2] / "crds"
+CRDS = Path(__file__).resolve().parents[3] / "crds"
 NAMESPACE = "ci"
 T = TypeVar("T")
 
@@ -142,7 +142,7 @@ class Demo:
 
 
 def run_operator(api: KubeApi, stop: threading.Event) -> None:
-    import taskgrant.handlers  # noqa: F401  # registers the handlers with kopf
+    import taskgrant.controller.handlers  # noqa: F401  # registers the handlers with kopf
 
     asyncio.run(
         kopf.operator(

@@ -21,9 +21,29 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from taskgrant import builders, constants, lifecycle, metrics
-from taskgrant.approvals import Identity, evaluate_approvals
-from taskgrant.kube import (
+from taskgrant.controller import metrics
+from taskgrant.controller.scheduler import Clock, Scheduler, utcnow
+from taskgrant.domain import builders, constants, lifecycle
+from taskgrant.domain.approvals import Identity, evaluate_approvals
+from taskgrant.domain.models import (
+    TERMINAL_PHASES,
+    GrantRef,
+    Phase,
+    Reason,
+    TaskGrantSpec,
+    TaskGrantStatus,
+    parse_spec,
+    parse_status,
+)
+from taskgrant.domain.policy import (
+    Admission,
+    access_reviews,
+    admission_verdict,
+    namespaces_to_label,
+    parse_policies,
+)
+from taskgrant.domain.status import status_patch, timestamp, unchanged
+from taskgrant.k8s.client import (
     EVENTS,
     JOBS,
     ROLE_BINDINGS,
@@ -37,20 +57,7 @@ from taskgrant.kube import (
     Resource,
     revoking,
 )
-from taskgrant.models import (
-    TERMINAL_PHASES,
-    GrantRef,
-    Phase,
-    Reason,
-    TaskGrantSpec,
-    TaskGrantStatus,
-    parse_spec,
-    parse_status,
-)
-from taskgrant.policy import Admission, access_reviews, admission_verdict, namespaces_to_label, parse_policies
-from taskgrant.scheduler import Clock, Scheduler, utcnow
-from taskgrant.status import status_patch, timestamp, unchanged
-from taskgrant.views import ApiReads, ClusterView
+from taskgrant.k8s.views import ApiReads, ClusterView
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from taskgrant.models import (
+from taskgrant.domain.models import (
     MAX_GRANT_NAME_LENGTH,
     ApprovalPolicy,
     LabelSelector,

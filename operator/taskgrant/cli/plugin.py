@@ -27,8 +27,16 @@ import urllib3
 import yaml
 from pydantic import ValidationError
 
-from taskgrant import constants
-from taskgrant.kube import (
+from taskgrant.domain import constants
+from taskgrant.domain.models import (
+    TERMINAL_PHASES,
+    ApprovalGrant,
+    Phase,
+    TaskGrantApprovalSpec,
+    describe_validation_error,
+    parse_duration,
+)
+from taskgrant.k8s.client import (
     CLUSTER_ROLE_BINDINGS,
     EVENTS,
     ROLE_BINDINGS,
@@ -40,14 +48,6 @@ from taskgrant.kube import (
     KubeApi,
     Resource,
     has_labels,
-)
-from taskgrant.models import (
-    TERMINAL_PHASES,
-    ApprovalGrant,
-    Phase,
-    TaskGrantApprovalSpec,
-    describe_validation_error,
-    parse_duration,
 )
 
 
@@ -943,7 +943,7 @@ def build_parser() -> argparse.ArgumentParser:
 def context_namespace(kubeconfig: str | None, context: str | None) -> str:
     """The namespace of the kubeconfig context in use, else the Pod's own in a cluster, else default."""
     try:
-        # The kubernetes package has no type hints (taskgrant.kube is exempted for the same reason).
+        # The kubernetes package has no type hints (taskgrant.k8s.client is exempted for the same reason).
         contexts, active = kubernetes.config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
             config_file=kubeconfig or os.environ.get("KUBECONFIG") or None
         )

@@ -9,11 +9,12 @@ from typing import Any
 
 import kopf
 
-from taskgrant import constants, lifecycle, webhooks
-from taskgrant.kube import KubeApi
-from taskgrant.models import Phase
-from taskgrant.reconciler import Reconciler
-from taskgrant.views import WatchedIndices
+from taskgrant.controller import webhooks
+from taskgrant.controller.reconciler import Reconciler
+from taskgrant.domain import constants, lifecycle
+from taskgrant.domain.models import Phase
+from taskgrant.k8s.client import KubeApi
+from taskgrant.k8s.views import WatchedIndices
 
 GRANTS = (constants.GROUP, constants.VERSION, constants.PLURAL)
 POLICIES = (constants.GROUP, constants.VERSION, constants.POLICY_PLURAL)

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Protocol
 
-from taskgrant.kube import NAMESPACES, TASKGRANT_POLICIES, KubeApi
+from taskgrant.k8s.client import NAMESPACES, TASKGRANT_POLICIES, KubeApi
 
 Labels = Mapping[str, str]
 

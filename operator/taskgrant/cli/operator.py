@@ -11,10 +11,11 @@ from collections.abc import Sequence
 
 import kopf
 
-from taskgrant import constants, metrics
-from taskgrant.kube import KubeApi
-from taskgrant.models import parse_duration
-from taskgrant.reconciler import Config
+from taskgrant.controller import metrics
+from taskgrant.controller.reconciler import Config
+from taskgrant.domain import constants
+from taskgrant.domain.models import parse_duration
+from taskgrant.k8s.client import KubeApi
 
 
 def _duration(text: str) -> datetime.timedelta:
@@ -105,7 +106,7 @@ def run(args: argparse.Namespace) -> None:
     if not args.verbose:
         # kopf logs "Handler ... succeeded" for every watch event; the operator logs its decisions.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    import taskgrant.handlers  # noqa: F401  # registers the handlers with kopf
+    import taskgrant.controller.handlers  # noqa: F401  # registers the handlers with kopf
 
     config = Config(
         max_duration=args.max_duration,
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
-        from taskgrant.demo import main as demo_main
+        from taskgrant.cli.demo import main as demo_main
 
         sys.exit(demo_main())
     run(args)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from taskgrant import constants
+from taskgrant.domain import constants
 
 API_VERSION = f"{constants.GROUP}/{constants.VERSION}"
 # The example task's one permission: read one named Secret.

@@ -17,9 +17,9 @@ from typing import Any
 
 import yaml
 
-from taskgrant import constants
-from taskgrant.models import format_duration
-from taskgrant.policy import Admission, InvalidPolicy, admission_verdict, parse_policies
+from taskgrant.domain import constants
+from taskgrant.domain.models import format_duration
+from taskgrant.domain.policy import Admission, InvalidPolicy, admission_verdict, parse_policies
 
 MANIFEST_SUFFIXES = frozenset({".yaml", ".yml", ".json"})
 STDIN = "-"

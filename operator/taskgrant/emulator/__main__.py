@@ -1,0 +1,3 @@
+from taskgrant.emulator.core import main
+
+main()
