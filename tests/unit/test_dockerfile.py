@@ -252,7 +252,8 @@ def test_dockerignore_excludes(path: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["pyproject.toml", "README.md", "operator/taskgrant/cli/operator.py", "operator/taskgrant/py.typed"]
+    "path",
+    ["pyproject.toml", "README.md", "operator/taskgrant/cli/operator.py", "operator/taskgrant/py.typed"],
 )
 def test_dockerignore_keeps_what_the_build_copies(path: str) -> None:
     assert (ROOT / path).exists()

@@ -5,10 +5,10 @@ from typing import Any
 import kubernetes
 import pytest
 
-from taskgrant.k8s.client import KubeApi, revoking
+from taskgrant.k8s.client import KubeApi
 
 
-def test_requests_made_while_revoking_get_threads_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_lane_gets_threads_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
     threads: dict[str, str] = {}
 
     def call(self: KubeApi, method: str, path: str, *_: Any) -> tuple[int, dict[str, str], bytes]:
@@ -18,11 +18,11 @@ def test_requests_made_while_revoking_get_threads_of_their_own(monkeypatch: pyte
     monkeypatch.setattr(KubeApi, "_call", call)
     api = KubeApi(kubernetes.client.ApiClient(kubernetes.client.Configuration()))
 
+    revoking = api.lane("kube-revoke")
+
     async def requests() -> None:
         await api.request("get", "GET", "/before")
-        with revoking():
-            # Tasks started inside inherit it, as remove_objects' parallel deletions do.
-            await asyncio.gather(*(api.request("get", "GET", f"/revoking/{i}") for i in range(3)))
+        await asyncio.gather(*(revoking.request("get", "GET", f"/revoking/{i}") for i in range(3)))
         await api.request("get", "GET", "/after")
 
     try:

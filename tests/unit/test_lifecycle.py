@@ -3,7 +3,7 @@ from typing import Any
 
 import pytest
 
-from taskgrant.domain import lifecycle
+from taskgrant.domain import jobs, lifecycle
 from taskgrant.domain.lifecycle import Activate, Finished, Revoke, Wait
 from taskgrant.domain.models import GrantRef, Phase, Reason, TaskGrantStatus, parse_status
 
@@ -214,9 +214,9 @@ def test_a_template_grant_whose_job_finished_before_activation_ends(grant: Grant
 
 
 def test_automount_warning_only_when_the_template_forces_it() -> None:
-    assert lifecycle.automount_warning(job()) is None
-    assert lifecycle.automount_warning(job(automount=False)) is None
-    warning = lifecycle.automount_warning(job(automount=True))
+    assert jobs.automount_warning(job()) is None
+    assert jobs.automount_warning(job(automount=False)) is None
+    warning = jobs.automount_warning(job(automount=True))
     assert warning is not None and "automountServiceAccountToken: true" in warning
 
 

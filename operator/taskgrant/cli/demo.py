@@ -20,14 +20,14 @@ import kopf
 
 from taskgrant.controller.reconciler import Config
 from taskgrant.domain.manifests import grant_manifest, job_manifest, policy_manifest
-from taskgrant.k8s.client import (
+from taskgrant.k8s.client import KubeApi
+from taskgrant.k8s.resources import (
     JOBS,
     ROLE_BINDINGS,
     ROLES,
     SERVICE_ACCOUNTS,
     TASKGRANT_POLICIES,
     TASKGRANTS,
-    KubeApi,
 )
 
 CRDS = Path(__file__).resolve().parents[3] / "crds"

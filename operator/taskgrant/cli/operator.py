@@ -117,7 +117,9 @@ def run(args: argparse.Namespace) -> None:
     )
     if args.metrics_port:
         metrics.serve(args.metrics_port)
-    api = KubeApi.from_environment(args.kubeconfig)  # kopf logs in with the same credentials
+    api = KubeApi.from_environment(
+        args.kubeconfig, observe=metrics.count_response
+    )  # kopf logs in with the same credentials
     asyncio.run(
         kopf.operator(
             clusterwide=not args.namespace,

@@ -12,17 +12,14 @@ import asyncio
 import datetime
 import importlib.metadata
 import json
-import os
 import secrets
 import sys
 import textwrap
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import kubernetes
 import urllib3
 import yaml
 from pydantic import ValidationError
@@ -36,7 +33,10 @@ from taskgrant.domain.models import (
     describe_validation_error,
     parse_duration,
 )
-from taskgrant.k8s.client import (
+from taskgrant.k8s.client import KubeApi
+from taskgrant.k8s.errors import ApiError
+from taskgrant.k8s.kubeconfig import ConfigError, context_namespace
+from taskgrant.k8s.resources import (
     CLUSTER_ROLE_BINDINGS,
     EVENTS,
     ROLE_BINDINGS,
@@ -44,8 +44,6 @@ from taskgrant.k8s.client import (
     SERVICE_ACCOUNTS,
     TASKGRANT_APPROVALS,
     TASKGRANTS,
-    ApiError,
-    KubeApi,
     Resource,
     has_labels,
 )
@@ -63,7 +61,6 @@ EXIT_INTERRUPTED = 130  # as a shell reports SIGINT
 GRANT_TYPE = f"{constants.KIND.lower()}.{constants.GROUP}"  # as kubectl prints it: taskgrant.taskgrant.dev
 APPROVAL_TYPE = f"{constants.APPROVAL_KIND.lower()}.{constants.GROUP}"
 DEFAULT_REVOKE_COMMENT = "revoked with kubectl taskgrant"
-IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 # The alphabet and length of generateName suffixes: no vowels, no look-alike characters.
 SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 SUFFIX_LENGTH = 5
@@ -940,41 +937,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def context_namespace(kubeconfig: str | None, context: str | None) -> str:
-    """The namespace of the kubeconfig context in use, else the Pod's own in a cluster, else default."""
-    try:
-        # The kubernetes package has no type hints (taskgrant.k8s.client is exempted for the same reason).
-        contexts, active = kubernetes.config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
-            config_file=kubeconfig or os.environ.get("KUBECONFIG") or None
-        )
-    except (kubernetes.config.ConfigException, OSError):
-        try:
-            return IN_CLUSTER_NAMESPACE.read_text(encoding="utf-8").strip() or "default"
-        except OSError:
-            return "default"
-    chosen = next((c for c in contexts if c.get("name") == context), None) if context else active
-    return str(((chosen or {}).get("context") or {}).get("namespace") or "default")
-
-
-class PluginApi(KubeApi):
-    """KubeApi under the plugin's own User-Agent, as kubectl sends its own, so audit logs tell them apart."""
-
-    def __init__(self, client: kubernetes.client.ApiClient, *, max_workers: int = 8) -> None:
-        client.user_agent = USER_AGENT
-        super().__init__(client, max_workers=max_workers)
-
-
 def connect(kubeconfig: str | None, context: str | None) -> KubeApi:
-    if context is None:
-        return PluginApi.from_environment(kubeconfig)
-    # from_environment knows no contexts; --context always means a kubeconfig, as with kubectl.
-    configuration = kubernetes.client.Configuration()
-    kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
-        config_file=kubeconfig or os.environ.get("KUBECONFIG") or None,
-        context=context,
-        client_configuration=configuration,
-    )
-    return PluginApi(kubernetes.client.ApiClient(configuration))
+    """The plugin's own User-Agent, as kubectl sends its own, so audit logs tell them apart."""
+    return KubeApi.from_environment(kubeconfig, context, user_agent=USER_AGENT)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -998,7 +963,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.namespace_given:
             args.namespace = context_namespace(kubeconfig, context)
         api = connect(kubeconfig, context)
-    except (kubernetes.config.ConfigException, OSError) as error:
+    except (ConfigError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
     try:

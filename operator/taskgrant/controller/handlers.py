@@ -11,7 +11,7 @@ import kopf
 
 from taskgrant.controller import webhooks
 from taskgrant.controller.reconciler import Reconciler
-from taskgrant.domain import constants, lifecycle
+from taskgrant.domain import constants, jobs, lifecycle
 from taskgrant.domain.models import Phase
 from taskgrant.k8s.client import KubeApi
 from taskgrant.k8s.views import WatchedIndices
@@ -73,7 +73,7 @@ async def shutdown(*, memo: kopf.Memo, **_: Any) -> None:
 def grants_by_job(
     *, namespace: str | None, name: str, spec: kopf.Spec, **_: Any
 ) -> dict[tuple[str | None, str], str]:
-    return {(namespace, lifecycle.raw_job_name(spec, name)): name}
+    return {(namespace, jobs.raw_job_name(spec, name)): name}
 
 
 @kopf.index(*GRANTS, id="grant_phases")

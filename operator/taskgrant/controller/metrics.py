@@ -36,6 +36,11 @@ API_REQUESTS = Counter(
 PHASES = ("Pending", "Active", "Revoked", "Denied")
 
 
+def count_response(verb: str, status: int) -> None:
+    """The API client's observer (KubeApi's `observe`)."""
+    API_REQUESTS.labels(verb=verb, code=str(status)).inc()
+
+
 def count_phases(counts: Mapping[str, int]) -> None:
     for phase in PHASES:
         GRANTS.labels(phase=phase).set(counts.get(phase, 0))

@@ -23,8 +23,9 @@ from pydantic import ValidationError
 
 from taskgrant.controller import metrics
 from taskgrant.controller.scheduler import Clock, Scheduler, utcnow
-from taskgrant.domain import builders, constants, lifecycle
-from taskgrant.domain.approvals import Identity, evaluate_approvals
+from taskgrant.domain import builders, constants, jobs, lifecycle
+from taskgrant.domain.approvals import evaluate_approvals
+from taskgrant.domain.identity import Identity
 from taskgrant.domain.models import (
     TERMINAL_PHASES,
     GrantRef,
@@ -43,7 +44,8 @@ from taskgrant.domain.policy import (
     parse_policies,
 )
 from taskgrant.domain.status import status_patch, timestamp, unchanged
-from taskgrant.k8s.client import (
+from taskgrant.k8s.client import KubeApi
+from taskgrant.k8s.resources import (
     EVENTS,
     JOBS,
     ROLE_BINDINGS,
@@ -53,9 +55,7 @@ from taskgrant.k8s.client import (
     TASKGRANT_APPROVALS,
     TASKGRANT_POLICIES,
     TASKGRANTS,
-    KubeApi,
     Resource,
-    revoking,
 )
 from taskgrant.k8s.views import ApiReads, ClusterView
 
@@ -126,6 +126,8 @@ class Reconciler:
         self, api: KubeApi, config: Config, view: ClusterView | None = None, clock: Clock = utcnow
     ) -> None:
         self.api = api
+        # Revocations get API threads of their own: never queued behind a burst of activations.
+        self.revoking_api = api.lane("kube-revoke")
         self.config = config
         self.reads = ApiReads(api)
         self.view: ClusterView = view or self.reads  # where reconciles read policies and namespaces
@@ -288,7 +290,7 @@ class Reconciler:
             case lifecycle.Deny(reason=reason, message=message):
                 await self._end(body, grant, spec, status, Phase.DENIED, reason, message)
             case lifecycle.Activate(job_uid=job_uid, expires_at=expires_at):
-                warning = lifecycle.automount_warning(job) if job is not None and spec.job else None
+                warning = jobs.automount_warning(job) if job is not None and spec.job else None
                 await self._activate(
                     body, grant, spec, status, job_uid, expires_at, admission.policy, now, warning
                 )
@@ -311,7 +313,7 @@ class Reconciler:
         self, body: Mapping[str, Any], grant: GrantRef, spec: TaskGrantSpec
     ) -> str | None:
         """Why the requester may not do themselves what they ask for, or None if they may."""
-        requester = Identity.from_annotations(body["metadata"], constants.REQUESTER_ANNOTATIONS)
+        requester = Identity.stamped_on(body, constants.REQUESTER_ANNOTATIONS)
         if requester is None:
             return "no requester identity was stamped (is the admission webhook installed?)"
         try:
@@ -357,7 +359,7 @@ class Reconciler:
         """
         assert admission.approval is not None and admission.spec is not None
         policy = admission.approval
-        requester = Identity.from_annotations(body["metadata"], constants.REQUESTER_ANNOTATIONS)
+        requester = Identity.stamped_on(body, constants.REQUESTER_ANNOTATIONS)
         now = self.clock()
         state = evaluate_approvals(
             grant, requester, await self.api.list(TASKGRANT_APPROVALS, grant.namespace), policy, now
@@ -572,8 +574,8 @@ class Reconciler:
         message: str,
     ) -> None:
         """Remove everything the grant created, and only then record the final phase."""
-        with revoking():  # its own API threads: never queued behind activations
-            await self.remove_objects(grant, self._namespaces_of(grant, spec, status))
+        await self.remove_objects(grant, self._namespaces_of(grant, spec, status))
+        if True:
             now = self.clock()
             metrics.REVOCATION_SECONDS.observe(time.monotonic() - NOTICED.get(time.monotonic()))
             if reason == Reason.DEADLINE_EXCEEDED and status.expires_at is not None:
@@ -613,7 +615,9 @@ class Reconciler:
         unique = sorted(set(namespaces))
         for resource in REVOCATION_ORDER:
             scope = [grant.namespace] if resource is SERVICE_ACCOUNTS else unique
-            gone = await asyncio.gather(*(self.api.delete_labelled(resource, ns, labels) for ns in scope))
+            gone = await asyncio.gather(
+                *(self.revoking_api.delete_labelled(resource, ns, labels) for ns in scope)
+            )
             if not all(gone):
                 raise NotYetGone(f"some {resource.plural} of grant {grant.namespace}/{grant.name} remain")
 
@@ -651,8 +655,7 @@ class Reconciler:
         grant = GrantRef.from_body(body)
         status = parse_status(body.get("status"))
         spec = _valid_spec(body)
-        with revoking():
-            await self.remove_objects(grant, self._namespaces_of(grant, spec, status))
+        await self.remove_objects(grant, self._namespaces_of(grant, spec, status))
         # A Job the grant created goes with it (its Pods too); a named Job is never ours to delete.
         if not await self.api.delete_labelled(JOBS, grant.namespace, {constants.LABEL_GRANT_UID: grant.uid}):
             raise NotYetGone(f"the Job of grant {grant.namespace}/{grant.name} remains")

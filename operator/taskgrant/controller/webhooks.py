@@ -18,7 +18,7 @@ from taskgrant.controller.reconciler import Config, Reconciler
 from taskgrant.domain import admission, constants
 from taskgrant.domain.models import GrantRef
 from taskgrant.domain.policy import parse_policies
-from taskgrant.k8s.client import TASKGRANTS
+from taskgrant.k8s.resources import TASKGRANTS
 
 # The handler ids, which are also the URL paths the chart's webhook configurations call.
 MUTATE_GRANT: Final = "mutate-taskgrant"

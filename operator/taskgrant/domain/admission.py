@@ -6,7 +6,6 @@ from the API; nothing here does I/O. A refusal's message is what `kubectl apply`
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -14,6 +13,7 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from taskgrant.domain import constants
+from taskgrant.domain.identity import Identity
 from taskgrant.domain.models import (
     Reason,
     TaskGrantApprovalSpec,
@@ -33,47 +33,6 @@ INVALID: Final = 422
 class Refusal:
     message: str
     code: int = FORBIDDEN
-
-
-@dataclass(frozen=True)
-class Identity:
-    """The requesting user as the API server authenticated it (AdmissionReview request.userInfo)."""
-
-    username: str
-    uid: str
-    groups: tuple[str, ...]
-
-    @classmethod
-    def from_userinfo(cls, userinfo: Mapping[str, Any]) -> Identity:
-        return cls(
-            username=str(userinfo.get("username") or ""),
-            uid=str(userinfo.get("uid") or ""),
-            groups=tuple(str(group) for group in userinfo.get("groups") or ()),
-        )
-
-    @classmethod
-    def from_annotations(cls, annotations: Mapping[str, str], keys: Sequence[str]) -> Identity | None:
-        """The identity stamped under `keys` (username, uid, groups); None if there is none."""
-        username_key, uid_key, groups_key = keys
-        if username_key not in annotations:
-            return None
-        try:
-            groups = json.loads(annotations.get(groups_key) or "[]")
-        except ValueError:
-            groups = []
-        return cls(
-            username=annotations[username_key],
-            uid=annotations.get(uid_key, ""),
-            groups=tuple(str(group) for group in groups) if isinstance(groups, list) else (),
-        )
-
-    def annotations(self, keys: Sequence[str]) -> dict[str, str]:
-        username_key, uid_key, groups_key = keys
-        return {username_key: self.username, uid_key: self.uid, groups_key: json.dumps(list(self.groups))}
-
-    def same_person(self, other: Identity) -> bool:
-        """Same username, or same uid where both are known (a uid survives a renamed account)."""
-        return self.username == other.username or bool(self.uid and self.uid == other.uid)
 
 
 def _annotations(body: Mapping[str, Any] | None) -> Mapping[str, str]:
@@ -156,7 +115,7 @@ def approval_refusal(
             f"names grant {name} with uid {spec.grant.uid}, but the grant has uid {actual_uid}", INVALID
         )
     approver = Identity.from_userinfo(userinfo)
-    requester = Identity.from_annotations(_annotations(grant), constants.REQUESTER_ANNOTATIONS)
+    requester = Identity.stamped_on(grant, constants.REQUESTER_ANNOTATIONS)
     if requester is not None and approver.same_person(requester):
         return Refusal(f"self-approval is refused: {requester.username} requested grant {name}")
     if policy_name is None:

@@ -8,7 +8,6 @@ outage or a misconfiguration still counts for nothing.
 from __future__ import annotations
 
 import datetime
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,33 +15,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from taskgrant.domain import constants
+from taskgrant.domain.identity import Identity
 from taskgrant.domain.lifecycle import later
 from taskgrant.domain.models import ApprovalPolicy, GrantRef, TaskGrantApprovalSpec
-
-
-@dataclass(frozen=True)
-class Identity:
-    username: str
-    uid: str | None = None
-    groups: tuple[str, ...] = ()
-
-    @classmethod
-    def from_annotations(cls, meta: Mapping[str, Any], keys: tuple[str, str, str]) -> Identity | None:
-        """The identity the webhook stamped, or None where there is none (nothing can be trusted then)."""
-        annotations = meta.get("annotations") or {}
-        username_key, uid_key, groups_key = keys
-        username = annotations.get(username_key)
-        if not isinstance(username, str) or not username:
-            return None
-        try:
-            groups = json.loads(annotations.get(groups_key) or "[]")
-        except ValueError:
-            groups = []
-        clean = tuple(group for group in groups if isinstance(group, str)) if isinstance(groups, list) else ()
-        return cls(username, annotations.get(uid_key) or None, clean)
-
-    def same_person(self, other: Identity) -> bool:
-        return self.username == other.username or (self.uid is not None and self.uid == other.uid)
 
 
 @dataclass(frozen=True)
@@ -96,7 +71,7 @@ def evaluate_approvals(
             continue
         if spec.grant.name != grant.name:
             continue
-        approver = Identity.from_annotations(meta, constants.APPROVER_ANNOTATIONS)
+        approver = Identity.stamped_on(body, constants.APPROVER_ANNOTATIONS)
         if spec.grant.uid != grant.uid:
             ignored.append(f"{name}: for another grant of this name (uid {spec.grant.uid})")
         elif approver is None:

@@ -181,6 +181,12 @@ class JobTemplate(Model):
         return pod
 
 
+def job_name(named: str | None, grant_name: str) -> str:
+    """The one rule: the Job spec.job names, else (a jobTemplate) the Job the operator creates under
+    the grant's own name."""
+    return named if named is not None else grant_name
+
+
 def _template_problems(template: JobTemplate, mount_path: str) -> list[str]:
     pod = template.pod_spec()
     problems = []
@@ -250,8 +256,7 @@ class TaskGrantSpec(Model):
         return self.token or TokenSpec()
 
     def job_name(self, grant_name: str) -> str:
-        """The named Job, or for a jobTemplate the Job the operator creates under the grant's name."""
-        return self.job.name if self.job is not None else grant_name
+        return job_name(self.job.name if self.job is not None else None, grant_name)
 
 
 class ApprovalGrant(Model):

@@ -9,129 +9,75 @@ the demo point it at the emulator with an ordinary kubeconfig.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 import functools
 import json
 import logging
-import os
 import random
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import kopf
 import kubernetes
 
-from taskgrant.controller import metrics
-from taskgrant.domain import constants
+from taskgrant.k8s.errors import RETRYABLE_STATUSES, ApiError, error_from
+from taskgrant.k8s.kubeconfig import load_configuration
+from taskgrant.k8s.resources import Resource, has_labels, label_selector, still_present
 
 logger = logging.getLogger(__name__)
 
-RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_ATTEMPTS = 6
 BASE_BACKOFF_SECONDS = 0.1
 MAX_BACKOFF_SECONDS = 5.0
 REQUEST_TIMEOUT_SECONDS = 30.0
 MERGE_PATCH = "application/merge-patch+json"
-# Requests made while revoking go through threads of their own: a revocation never queues behind
-# a burst of activations (see revoking()).
-REVOKING: contextvars.ContextVar[bool] = contextvars.ContextVar("revoking", default=False)
+DEFAULT_WORKERS = 16
+
+# Told of every answer: (verb as Kubernetes names it, HTTP status). The controller counts them.
+ResponseObserver = Callable[[str, int], None]
 
 
-@contextlib.contextmanager
-def revoking() -> Iterator[None]:
-    token = REVOKING.set(True)
-    try:
-        yield
-    finally:
-        REVOKING.reset(token)
-
-
-@dataclass(frozen=True)
-class Resource:
-    group: str
-    version: str
-    plural: str
-    namespaced: bool = True
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    def path(
-        self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
-    ) -> str:
-        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        if self.namespaced and namespace is not None:
-            base += f"/namespaces/{namespace}"
-        base += f"/{self.plural}"
-        if name is not None:
-            base += f"/{name}"
-        if subresource is not None:
-            base += f"/{subresource}"
-        return base
-
-
-SERVICE_ACCOUNTS = Resource("", "v1", "serviceaccounts")
-ROLES = Resource("rbac.authorization.k8s.io", "v1", "roles")
-ROLE_BINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings")
-JOBS = Resource("batch", "v1", "jobs")
-EVENTS = Resource("", "v1", "events")
-NAMESPACES = Resource("", "v1", "namespaces", namespaced=False)
-TASKGRANTS = Resource(constants.GROUP, constants.VERSION, constants.PLURAL)
-SUBJECT_ACCESS_REVIEWS = Resource("authorization.k8s.io", "v1", "subjectaccessreviews", namespaced=False)
-TASKGRANT_APPROVALS = Resource(constants.GROUP, constants.VERSION, constants.APPROVAL_PLURAL)
-TASKGRANT_POLICIES = Resource(constants.GROUP, constants.VERSION, constants.POLICY_PLURAL, namespaced=False)
-CLUSTER_ROLE_BINDINGS = Resource("rbac.authorization.k8s.io", "v1", "clusterrolebindings", namespaced=False)
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(f"{status} {reason}: {message}")
-        self.status = status
-        self.reason = reason
-        self.message = message
-
-
-def label_selector(labels: Mapping[str, str]) -> str:
-    return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
-
-
-def has_labels(obj: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    actual = obj.get("metadata", {}).get("labels") or {}
-    return all(actual.get(key) == value for key, value in labels.items())
-
-
-def still_present(obj: Mapping[str, Any]) -> bool:
-    """A deleted object with finalizers lingers (and, for RBAC, keeps authorizing) until they clear."""
-    return bool(obj.get("metadata", {}).get("finalizers"))
+def _ignore(verb: str, status: int) -> None:
+    pass
 
 
 class KubeApi:
+    """An API client with its own threads. `lane()` gives a sibling on the same connection pool
+    with threads of its own, so that one kind of work (revocations) never queues behind another."""
+
     def __init__(
-        self, client: kubernetes.client.ApiClient, *, max_workers: int = 16, revoking_workers: int = 16
+        self,
+        client: kubernetes.client.ApiClient,
+        *,
+        max_workers: int = DEFAULT_WORKERS,
+        observe: ResponseObserver = _ignore,
+        name: str = "kube-api",
     ) -> None:
         self._client = client
-        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="kube-api")
-        self._revoking = ThreadPoolExecutor(max_workers=revoking_workers, thread_name_prefix="kube-revoke")
+        self._observe = observe
+        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name)
+        self._lanes: list[KubeApi] = []
+
+    def lane(self, name: str, max_workers: int = DEFAULT_WORKERS) -> KubeApi:
+        sibling = KubeApi(self._client, max_workers=max_workers, observe=self._observe, name=name)
+        self._lanes.append(sibling)
+        return sibling
 
     @classmethod
-    def from_environment(cls, kubeconfig: str | None = None) -> KubeApi:
-        """In-cluster credentials when running in a Pod, else the kubeconfig (KUBECONFIG, ~/.kube)."""
-        configuration = kubernetes.client.Configuration()
-        # The kubernetes package reads KUBECONFIG once at import; read it now, as kubectl does.
-        kubeconfig = kubeconfig or os.environ.get("KUBECONFIG")
-        try:
-            if kubeconfig:
-                raise kubernetes.config.ConfigException("an explicit kubeconfig wins")
-            kubernetes.config.load_incluster_config(client_configuration=configuration)
-        except kubernetes.config.ConfigException:
-            kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-        configuration.connection_pool_maxsize = 32
-        return cls(kubernetes.client.ApiClient(configuration))
+    def from_environment(
+        cls,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        *,
+        user_agent: str | None = None,
+        observe: ResponseObserver = _ignore,
+    ) -> KubeApi:
+        """Credentials as `kubeconfig.load_configuration` finds them."""
+        client = kubernetes.client.ApiClient(load_configuration(kubeconfig, context))
+        if user_agent is not None:
+            client.user_agent = user_agent
+        return cls(client, observe=observe)
 
     def connection_info(self) -> kopf.ConnectionInfo:
         """The same credentials for kopf's watches, so both clients always agree on the cluster."""
@@ -149,8 +95,8 @@ class KubeApi:
         )
 
     def close(self) -> None:
-        for executor in (self._executor, self._revoking):
-            executor.shutdown(wait=False, cancel_futures=True)
+        for api in (self, *self._lanes):
+            api._executor.shutdown(wait=False, cancel_futures=True)
         self._client.close()
 
     async def request(
@@ -167,12 +113,11 @@ class KubeApi:
         loop = asyncio.get_running_loop()
         call = functools.partial(self._call, method, path, body, query or {}, content_type)
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            executor = self._revoking if REVOKING.get() else self._executor
-            status, headers, data = await loop.run_in_executor(executor, call)
-            metrics.API_REQUESTS.labels(verb=verb, code=str(status)).inc()
+            status, headers, data = await loop.run_in_executor(self._executor, call)
+            self._observe(verb, status)
             if status < 400:
                 return json.loads(data) if data else {}
-            error = _error_from(status, data)
+            error = error_from(status, data)
             if status not in RETRYABLE_STATUSES or attempt == MAX_ATTEMPTS:
                 raise error
             delay = _backoff(attempt, headers.get("Retry-After"))
@@ -260,16 +205,6 @@ class KubeApi:
             body=patch,
             content_type=MERGE_PATCH,
         )
-
-
-def _error_from(status: int, data: bytes) -> ApiError:
-    try:
-        payload = json.loads(data)
-    except ValueError:
-        payload = {}
-    if not isinstance(payload, dict):
-        payload = {}
-    return ApiError(status, str(payload.get("reason") or "Error"), str(payload.get("message") or "")[:500])
 
 
 def _backoff(attempt: int, retry_after: str | None) -> float:

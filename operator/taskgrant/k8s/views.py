@@ -11,7 +11,8 @@ import asyncio
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Protocol
 
-from taskgrant.k8s.client import NAMESPACES, TASKGRANT_POLICIES, KubeApi
+from taskgrant.k8s.client import KubeApi
+from taskgrant.k8s.resources import NAMESPACES, TASKGRANT_POLICIES
 
 Labels = Mapping[str, str]
 
